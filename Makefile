@@ -1,0 +1,50 @@
+# maskcls — every target creates .venv from requirements.lock when it is missing or stale.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+ARGS ?=
+
+.PHONY: venv run test test-unit test-integration bench lock up down status clean predict
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install --python $(BIN)/python -q -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python -q --no-deps -e .
+	@touch $(STAMP)
+
+## Train the default profile (MASKCLS_DATA_SOURCE picks the data; ARGS="--profile seed" etc.)
+run: $(STAMP)
+	$(BIN)/maskcls train $(ARGS)
+
+## Run the whole test suite (unit, integration, e2e)
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(ARGS)
+
+## Full-size measurements, one JSON object on stdout
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py $(ARGS)
+
+## Re-resolve the lock file from pyproject.toml
+lock:
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+up: $(STAMP)
+	$(BIN)/python -m flows.stack up
+
+down:
+	@test -x $(BIN)/python && $(BIN)/python -m flows.stack down || true
+
+status: $(STAMP)
+	$(BIN)/python -m flows.stack status
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,189 @@
+"""Register the training flow's deployments on the `maskcls` process work pool.
+
+Run by `python -m flows.stack up` and by docker-compose's one-shot `deploy`
+service: `python flows/deploy.py` (PREFECT_API_URL must point at the server).
+
+- `train-face-mask/on-demand`: no schedule; pressed from the UI's run form,
+  whose fields (with descriptions) come from `train_flow`'s signature and docstring.
+- `train-face-mask/scheduled-retrain`: cron `MASKCLS_RETRAIN_CRON`
+  (default weekly, "0 3 * * 0") in `MASKCLS_RETRAIN_TZ` (default UTC).
+
+Both load the flow from this project directory (`flow.from_source` with a local
+path: no image is built and nothing is pushed; the process worker runs it from
+the same path) and allow one run at a time, cancelling a new run while one runs.
+Re-running this script updates the deployments in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+
+# Prefect is imported inside the functions so that flows.stack can read these
+# names without paying for Prefect's import in every `status`/`down`.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+ENTRYPOINT = "flows/train.py:train_flow"
+FLOW_NAME = "train-face-mask"
+POOL_NAME = "maskcls"
+ON_DEMAND = "on-demand"
+SCHEDULED = "scheduled-retrain"
+DEPLOYMENT_NAMES = (ON_DEMAND, SCHEDULED)
+DEFAULT_RETRAIN_CRON = "0 3 * * 0"
+DEFAULT_RETRAIN_TZ = "UTC"
+TAGS = ["maskcls"]
+POOL_ONLY_FLAG = "--pool-only"
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """What the deployments are made of; read from the environment by `from_env`."""
+
+    pool: str = POOL_NAME
+    data_source: str | None = None
+    retrain_cron: str = DEFAULT_RETRAIN_CRON
+    retrain_timezone: str = DEFAULT_RETRAIN_TZ
+    project_root: Path = PROJECT_ROOT
+    entrypoint: str = ENTRYPOINT
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DeploySettings:
+        """MASKCLS_DATA_SOURCE, MASKCLS_RETRAIN_CRON, MASKCLS_RETRAIN_TZ, MASKCLS_WORK_POOL."""
+        env = os.environ if environ is None else environ
+        return cls(
+            pool=env.get("MASKCLS_WORK_POOL") or POOL_NAME,
+            # An empty value (compose passes unset variables through as "") means unset.
+            data_source=env.get("MASKCLS_DATA_SOURCE") or None,
+            retrain_cron=env.get("MASKCLS_RETRAIN_CRON") or DEFAULT_RETRAIN_CRON,
+            retrain_timezone=env.get("MASKCLS_RETRAIN_TZ") or DEFAULT_RETRAIN_TZ,
+        )
+
+    def default_parameters(self) -> dict[str, Any]:
+        """Defaults shown in the run form: the worker's data source, so Run works offline."""
+        return {"source": self.data_source} if self.data_source else {}
+
+
+def concurrency_limit() -> ConcurrencyLimitConfig:
+    """One run per deployment; a run that arrives while one runs is cancelled, not queued.
+
+    Queueing (Prefect's default ENQUEUE) would stack up weekly retrains behind a
+    stuck run and retrain on the same data twice.
+    """
+    from prefect.client.schemas.objects import (
+        ConcurrencyLimitConfig,
+        ConcurrencyLimitStrategy,
+    )
+
+    return ConcurrencyLimitConfig(
+        limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+    )
+
+
+def ensure_work_pool(name: str = POOL_NAME) -> bool:
+    """Create the process work pool `name` with Prefect's default job template; True if created."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+            return False
+        except ObjectNotFound:
+            pass
+        try:
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=name,
+                    type=ProcessWorker.type,
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                )
+            )
+        except ObjectAlreadyExists:
+            # A worker started with --type process may have created it meanwhile.
+            return False
+    return True
+
+
+def deploy_all(settings: DeploySettings | None = None) -> dict[str, UUID]:
+    """Create or update both deployments; returns their ids by deployment name."""
+    from prefect import flow
+    from prefect.schedules import Cron
+
+    settings = settings or DeploySettings.from_env()
+    ensure_work_pool(settings.pool)
+    train_flow = flow.from_source(
+        source=str(settings.project_root), entrypoint=settings.entrypoint
+    )
+    parameters = settings.default_parameters()
+    common: dict[str, Any] = dict(
+        work_pool_name=settings.pool,
+        parameters=parameters,
+        concurrency_limit=concurrency_limit(),
+        tags=TAGS,
+        # Process pool + local source: nothing to build or push.
+        build=False,
+        push=False,
+        print_next_steps=False,
+        # Silences the "use .serve for process pools" hint: workers are the point here.
+        ignore_warnings=True,
+    )
+    ids = {
+        ON_DEMAND: train_flow.deploy(
+            name=ON_DEMAND,
+            description=(
+                "Train the face-mask classifier on demand. Pick a profile "
+                "(smoke, default, seed), a data source and training settings in "
+                "the run form; the model is registered in MLflow and becomes "
+                "`champion` only if it beats the current one."
+            ),
+            **common,
+        ),
+        SCHEDULED: train_flow.deploy(
+            name=SCHEDULED,
+            description=(
+                f"Retrain on a schedule ({settings.retrain_cron}, "
+                f"{settings.retrain_timezone}). Unchanged data, config and code "
+                "finish from the cache and register nothing; changed data "
+                "retrains and promotes only if better."
+            ),
+            schedule=Cron(settings.retrain_cron, timezone=settings.retrain_timezone),
+            **common,
+        ),
+    }
+    return ids
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: register the deployments (or only the work pool with --pool-only)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        POOL_ONLY_FLAG,
+        action="store_true",
+        help="only create the work pool (used before workers start)",
+    )
+    args = parser.parse_args(argv)
+    settings = DeploySettings.from_env()
+    if args.pool_only:
+        created = ensure_work_pool(settings.pool)
+        print(f"work pool {settings.pool!r} {'created' if created else 'exists'}")
+        return 0
+    ids = deploy_all(settings)
+    for name, deployment_id in ids.items():
+        print(f"deployment {FLOW_NAME}/{name}: {deployment_id}")
+    if settings.data_source:
+        print(f"default source: {settings.data_source}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""Scan class folders, validate, fingerprint, dedupe, cluster near-duplicates, split.
+
+Reading the source itself (URL, zip or folder) is ``maskcls.source``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from maskcls.config import DataConfig
+from maskcls.preprocess import DecodeError, decode_image, to_gray
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+class DataError(ValueError):
+    """The dataset as a whole cannot be used (one clear paragraph)."""
+
+
+class Item(BaseModel):
+    """One kept image: where it is, its class, its content hash and perceptual hashes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str  # relative to the source root, POSIX separators
+    label: str
+    sha256: str
+    phash: int
+    phash_mirror: int
+    width: int
+    height: int
+
+
+class Skipped(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    reason: str
+
+
+class Manifest(BaseModel):
+    """What validation kept, what it left out and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    root: str
+    classes: list[str]
+    items: list[Item]
+    skipped: list[Skipped]
+    duplicates: list[tuple[str, str]]  # (left-out path, the kept path with the same bytes)
+    fingerprint: str
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c = Counter(i.label for i in self.items)
+        return {k: c.get(k, 0) for k in self.classes}
+
+    def report(self) -> dict:
+        """The validation report, as logged to MLflow."""
+        return {
+            "root": self.root,
+            "fingerprint": self.fingerprint,
+            "classes": self.classes,
+            "kept": len(self.items),
+            "counts": self.counts,
+            "skipped": [s.model_dump() for s in self.skipped],
+            "duplicates": [{"path": a, "same_as": b} for a, b in self.duplicates],
+        }
+
+
+class Split(BaseModel):
+    """Train / validation / test sides, decided per near-duplicate cluster."""
+
+    model_config = ConfigDict(frozen=True)
+
+    root: str
+    classes: list[str]
+    train: list[Item]
+    val: list[Item]
+    test: list[Item]
+    n_clusters: int
+    fingerprint: str
+
+    def side(self, name: str) -> list[Item]:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {
+            side: {c: sum(1 for i in self.side(side) if i.label == c) for c in self.classes}
+            for side in ("train", "val", "test")
+        }
+
+
+def _is_hidden(rel: Path) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
+
+
+def scan(root: Path) -> tuple[list[tuple[str, str]], list[Skipped]]:
+    """(relative path, class) of every candidate file, and the files left out with why.
+
+    Classes are the sub-folders of root, sorted; files must sit directly in one.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder does not exist")
+    candidates: list[tuple[str, str]] = []
+    skipped: list[Skipped] = []
+    for path in sorted(root.rglob("*")):
+        if path.is_dir():
+            continue
+        rel = path.relative_to(root)
+        rel_s = rel.as_posix()
+        if _is_hidden(rel):
+            skipped.append(Skipped(path=rel_s, reason="hidden file"))
+        elif len(rel.parts) != 2:
+            where = "outside any class folder" if len(rel.parts) == 1 else "nested below a class folder"
+            skipped.append(Skipped(path=rel_s, reason=f"file {where}"))
+        elif path.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append(Skipped(path=rel_s, reason=f"unsupported file type {path.suffix or '(none)'!r}"))
+        else:
+            candidates.append((rel_s, rel.parts[0]))
+    return candidates, skipped
+
+
+def _image_header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header alone, without decoding pixels (bomb guard)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+    except Exception:  # noqa: BLE001 - PIL raises many types; OpenCV gets the final say
+        return None
+
+
+def _phash(gray: np.ndarray) -> int:
+    """64-bit DCT perceptual hash of a grayscale image."""
+    small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    low = cv2.dct(small)[:8, :8].flatten()
+    bits = low > np.median(low[1:])
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def _check_image(data: bytes, cfg: DataConfig) -> tuple[np.ndarray, int, int]:
+    size = _image_header_size(data)
+    if size is not None and size[0] * size[1] > cfg.max_pixels:
+        raise DecodeError(f"{size[0]}x{size[1]} pixels exceeds the limit of {cfg.max_pixels} (data.max_pixels)")
+    img = decode_image(data)
+    h, w = img.shape[:2]
+    if h * w > cfg.max_pixels:
+        raise DecodeError(f"{w}x{h} pixels exceeds the limit of {cfg.max_pixels} (data.max_pixels)")
+    if min(h, w) < cfg.min_side:
+        raise DecodeError(f"{w}x{h} is smaller than the minimum side {cfg.min_side} (data.min_side)")
+    return img, w, h
+
+
+def validate(
+    root: Path | str,
+    cfg: DataConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> Manifest:
+    """Decode every candidate once; keep readable images, each distinct content once."""
+    root = Path(root)
+    candidates, skipped = scan(root)
+    by_sha: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    decoded: dict[str, tuple[str, str, int, int, int, int]] = {}
+    for n, (rel, label) in enumerate(candidates, 1):
+        try:
+            data = (root / rel).read_bytes()
+            img, w, h = _check_image(data, cfg)
+        except (DecodeError, OSError) as exc:
+            skipped.append(Skipped(path=rel, reason=str(exc)))
+            continue
+        finally:
+            if progress is not None and (n % 250 == 0 or n == len(candidates)):
+                progress(n, len(candidates))
+        sha = hashlib.sha256(data).hexdigest()
+        by_sha[sha].append((rel, label))
+        if sha not in decoded:
+            gray = to_gray(img)
+            decoded[sha] = (rel, label, _phash(gray), _phash(gray[:, ::-1]), w, h)
+
+    items: list[Item] = []
+    duplicates: list[tuple[str, str]] = []
+    for sha, copies in by_sha.items():
+        labels = sorted({lab for _, lab in copies})
+        if len(labels) > 1:
+            for rel, _ in copies:
+                skipped.append(Skipped(path=rel, reason=f"same content appears in classes {', '.join(labels)}"))
+            continue
+        copies.sort()
+        kept = copies[0][0]
+        duplicates.extend((rel, kept) for rel, _ in copies[1:])
+        _, label, ph, phm, w, h = decoded[sha]
+        items.append(Item(path=kept, label=label, sha256=sha, phash=ph, phash_mirror=phm, width=w, height=h))
+    items.sort(key=lambda i: i.path)
+
+    classes = sorted({lab for _, lab in candidates} | {i.label for i in items})
+    counts = Counter(i.label for i in items)
+    if len([c for c in classes if counts.get(c)]) < 2:
+        found = ", ".join(f"{c} ({counts.get(c, 0)})" for c in classes) or "none"
+        raise DataError(
+            f"{root}: need at least two class folders with valid images, found: {found}. "
+            "Expected one sub-folder per class (e.g. with_mask/ and without_mask/) holding the images."
+        )
+    small = [c for c in classes if counts.get(c, 0) < cfg.min_per_class]
+    if small:
+        raise DataError(
+            f"{root}: class {', '.join(repr(c) for c in small)} has fewer than {cfg.min_per_class} valid "
+            f"images ({', '.join(str(counts.get(c, 0)) for c in small)}), too few to split into train and test "
+            "(data.min_per_class)."
+        )
+    return Manifest(
+        root=str(root),
+        classes=classes,
+        items=items,
+        skipped=sorted(skipped, key=lambda s: s.path),
+        duplicates=sorted(duplicates),
+        fingerprint=dataset_fingerprint(items),
+    )
+
+
+def dataset_fingerprint(items: list[Item]) -> str:
+    """sha256 over the sorted (relative path, label, content sha256) of the kept files."""
+    h = hashlib.sha256()
+    for i in sorted(items, key=lambda i: i.path):
+        h.update(json.dumps([i.path, i.label, i.sha256]).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def cluster(items: list[Item], threshold: int) -> list[int]:
+    """Near-duplicate cluster index of each item (union-find over perceptual-hash distance).
+
+    Two images are near-duplicates when the Hamming distance between their hashes, or
+    between one's hash and the other's mirror hash, is at most ``threshold``.
+    """
+    n = len(items)
+    parent = list(range(n))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    if n == 0:
+        return []
+    h = np.array([i.phash for i in items], dtype=np.uint64)
+    m = np.array([i.phash_mirror for i in items], dtype=np.uint64)
+    for a in range(n - 1):
+        d = np.minimum(np.bitwise_count(h[a] ^ h[a + 1 :]), np.bitwise_count(h[a] ^ m[a + 1 :]))
+        for b in np.nonzero(d <= threshold)[0]:
+            ra, rb = find(a), find(a + 1 + int(b))
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    return [find(a) for a in range(n)]
+
+
+def _unit_hash(*parts: object) -> float:
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def subset(items: list[Item], classes: list[str], max_images: int, seed: int) -> list[Item]:
+    """A stable, class-balanced subset: per class, the items with the smallest hash."""
+    per_class = max(1, max_images // len(classes))
+    out: list[Item] = []
+    for c in classes:
+        members = sorted((i for i in items if i.label == c), key=lambda i: _unit_hash(seed, "subset", i.sha256))
+        out.extend(members[:per_class])
+    return sorted(out, key=lambda i: i.path)
+
+
+def split(manifest: Manifest, cfg: DataConfig) -> Split:
+    """Assign each near-duplicate cluster to one side by a hash of (seed, cluster).
+
+    ``hash(seed, cluster) < test_fraction`` puts a cluster in test; a second hash
+    against ``val_fraction`` picks validation among the rest. A cluster is named by the
+    smallest content hash among its members, so adding images never moves an
+    unrelated image between sides, and every profile sees the same test side.
+    """
+    items = manifest.items
+    if cfg.max_images is not None and cfg.max_images < len(items):
+        items = subset(items, manifest.classes, cfg.max_images, cfg.split_seed)
+    groups = cluster(items, cfg.phash_threshold)
+    names: dict[int, str] = {}
+    for idx, g in enumerate(groups):
+        sha = items[idx].sha256
+        names[g] = min(names.get(g, sha), sha)
+    sides: dict[str, list[Item]] = {"train": [], "val": [], "test": []}
+    for idx, item in enumerate(items):
+        name = names[groups[idx]]
+        if _unit_hash(cfg.split_seed, "test", name) < cfg.test_fraction:
+            sides["test"].append(item)
+        elif _unit_hash(cfg.split_seed, "val", name) < cfg.val_fraction:
+            sides["val"].append(item)
+        else:
+            sides["train"].append(item)
+    for side in ("train", "test"):
+        have = Counter(i.label for i in sides[side])
+        missing = [c for c in manifest.classes if not have.get(c)]
+        if missing:
+            raise DataError(
+                f"{manifest.root}: after grouping near-duplicates, class {', '.join(map(repr, missing))} has no "
+                f"image on the {side} side; add images or change data.test_fraction."
+            )
+    h = hashlib.sha256()
+    for side in ("train", "val", "test"):
+        h.update(side.encode())
+        for i in sides[side]:
+            h.update(i.sha256.encode())
+    return Split(
+        root=manifest.root,
+        classes=manifest.classes,
+        train=sides["train"],
+        val=sides["val"],
+        test=sides["test"],
+        n_clusters=len(set(groups)),
+        fingerprint=h.hexdigest(),
+    )
+
+
+def labels_of(items: list[Item], classes: list[str]) -> np.ndarray:
+    index = {c: k for k, c in enumerate(classes)}
+    return np.array([index[i.label] for i in items], dtype=np.int64)

@@ -1,0 +1,60 @@
+"""Raw image bytes in, label + probability out, with the preprocessing used in training."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maskcls.config import PreprocessConfig
+from maskcls.preprocess import DecodeError, preprocess_bytes
+
+
+class Classifier:
+    """A trained Keras model with its preprocessing settings and class names."""
+
+    def __init__(self, model: Any, preprocess: PreprocessConfig, classes: Sequence[str]) -> None:
+        self.model = model
+        self.preprocess = preprocess
+        self.classes = list(classes)
+
+    @classmethod
+    def load(cls, model_path: Path | str, settings_path: Path | str) -> "Classifier":
+        """Load a .keras file (safe mode) and the settings JSON written by ``write_settings``."""
+        import keras
+
+        settings = json.loads(Path(settings_path).read_text())
+        model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+        return cls(model, PreprocessConfig(**settings["preprocess"]), settings["classes"])
+
+    def proba(self, batch_uint8: np.ndarray) -> np.ndarray:
+        x = batch_uint8.astype(np.float32) / 255.0
+        p = np.asarray(self.model(x, training=False))
+        if p.shape[-1] == 1:
+            p = np.concatenate([1.0 - p, p], axis=-1)
+        return p
+
+    def predict_bytes(self, images: Sequence[bytes], batch_size: int = 256) -> list[dict[str, Any]]:
+        """One dict per image: ``label`` and ``probability`` (of that label), or ``error``."""
+        results: list[dict[str, Any]] = [{} for _ in images]
+        ok: list[int] = []
+        arrays: list[np.ndarray] = []
+        for k, data in enumerate(images):
+            try:
+                arrays.append(preprocess_bytes(bytes(data), self.preprocess))
+                ok.append(k)
+            except DecodeError as exc:
+                results[k] = {"label": None, "probability": float("nan"), "error": str(exc)}
+        for start in range(0, len(arrays), batch_size):
+            p = self.proba(np.stack(arrays[start : start + batch_size]))
+            for j, row in enumerate(p):
+                best = int(row.argmax())
+                results[ok[start + j]] = {"label": self.classes[best], "probability": float(row[best])}
+        return results
+
+
+def write_settings(path: Path, preprocess: PreprocessConfig, classes: Sequence[str]) -> None:
+    path.write_text(json.dumps({"preprocess": preprocess.model_dump(mode="json"), "classes": list(classes)}, indent=2))

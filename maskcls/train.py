@@ -1,0 +1,131 @@
+"""Fit from uint8 arrays through tf.data (scaling on the fly), with history and timing.
+
+The augmented training set (about 80k x 50 x 50) stays uint8 in memory (200 MB) and
+batches are gathered and scaled to [0, 1] inside the input pipeline, so it never
+exists as float32 (800 MB, plus Keras' copy for validation_split).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from maskcls.config import TrainConfig
+from maskcls.model import build_model, compile_model
+
+LogFn = Callable[[str], None]
+
+
+def make_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    n_classes: int,
+) -> tf.data.Dataset:
+    """Batches of (float32 in [0, 1], label) gathered from a uint8 array."""
+    xs = tf.constant(np.asarray(x))
+    ys = tf.constant(np.asarray(y, dtype=np.float32 if n_classes == 2 else np.int64))
+    n = int(xs.shape[0])
+    ds = tf.data.Dataset.range(n)
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def gather(idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.cast(tf.gather(xs, idx), tf.float32) * (1.0 / 255.0), tf.gather(ys, idx)
+
+    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+class ProgressLogger(keras.callbacks.Callback):
+    """Per-epoch (and quarter-epoch) progress through a log function, plus throughput."""
+
+    def __init__(self, log: LogFn, n_samples: int, batch_size: int, epochs: int) -> None:
+        super().__init__()
+        self.log = log
+        self.n_samples = n_samples
+        self.steps = max(1, -(-n_samples // batch_size))
+        self.epochs = epochs
+        self.epoch_seconds: list[float] = []
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._t0 = time.perf_counter()
+        self._next_mark = 1
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        # With steps_per_execution > 1 Keras calls this once per execution, so marks are approximate.
+        frac = (batch + 1) / self.steps
+        if self._next_mark < 4 and frac >= self._next_mark / 4:
+            self._next_mark = int(frac * 4) + 1
+            self.log(f"epoch {self.epoch_label}: {int(frac * 100)}% ({batch + 1}/{self.steps} batches)")
+
+    @property
+    def epoch_label(self) -> str:
+        return f"{len(self.epoch_seconds) + 1}/{self.epochs}"
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self._t0
+        self.epoch_seconds.append(seconds)
+        logs = logs or {}
+        parts = [f"{k}={v:.4f}" for k, v in sorted(logs.items()) if isinstance(v, (int, float))]
+        self.log(
+            f"epoch {epoch + 1}/{self.epochs} done in {seconds:.1f}s "
+            f"({self.n_samples / seconds:.0f} samples/s): {' '.join(parts)}"
+        )
+
+
+class TrainResult(dict):
+    """history (metric -> per-epoch list), epoch_seconds, samples_per_s."""
+
+
+def train_model(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    cfg: TrainConfig,
+    n_classes: int,
+    out_path: Path,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    log: LogFn = print,
+) -> dict[str, Any]:
+    """Train the configured CNN and save it to ``out_path`` (.keras); returns the history."""
+    keras.utils.set_random_seed(cfg.seed)
+    model = compile_model(build_model(cfg, tuple(x_train.shape[1:]), n_classes), cfg, n_classes)
+    train_ds = make_dataset(x_train, y_train, cfg.batch_size, shuffle=True, seed=cfg.seed, n_classes=n_classes)
+    val_ds = None
+    if x_val is not None and len(x_val):
+        val_ds = make_dataset(x_val, y_val, max(cfg.batch_size, 256), shuffle=False, seed=cfg.seed, n_classes=n_classes)
+    progress = ProgressLogger(log, len(x_train), cfg.batch_size, cfg.epochs)
+    log(
+        f"training on {len(x_train)} samples ({0 if x_val is None else len(x_val)} validation), "
+        f"{cfg.epochs} epochs, batch {cfg.batch_size}, {model.count_params()} parameters"
+    )
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=0,
+                     callbacks=[progress, *(callbacks or [])])
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out_path)
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    # The first epoch includes graph tracing and XLA compilation; report steady state too.
+    steady = progress.epoch_seconds[1:] or progress.epoch_seconds
+    return {
+        "history": history,
+        "epoch_seconds": progress.epoch_seconds,
+        "samples_per_s": len(x_train) / (sum(steady) / len(steady)),
+        "n_params": int(model.count_params()),
+    }
+
+
+def load_model(path: Path | str) -> keras.Model:
+    """Load a saved .keras model in safe mode (no arbitrary code from the file)."""
+    return keras.saving.load_model(path, safe_mode=True, compile=False)

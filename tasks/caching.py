@@ -1,0 +1,140 @@
+"""Cache keys of the pipeline's stages.
+
+A stage's key is: the fingerprints of its inputs + its own config + the code version of
+that stage (a hash of the maskcls modules it uses). Prefect's DEFAULT policy includes the
+run id, and TASK_SOURCE sees only the task function's own text, so neither is right here.
+
+Before a cached result is trusted its output files are checked: a hit whose file is
+gone or no longer matches its fingerprint is dropped, so the task recomputes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+from prefect.logging import get_logger
+from pydantic import BaseModel
+
+logger = get_logger("maskcls.cache")
+
+
+def module_path(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"cannot find module {module}")
+    return Path(spec.origin)
+
+
+def code_version(*modules: str) -> str:
+    """Hash of the source text of the named modules (e.g. ``maskcls.train``)."""
+    h = hashlib.sha256()
+    for name in sorted(set(modules)):
+        h.update(name.encode())
+        h.update(module_path(name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def input_digest(value: Any) -> str:
+    """Stable hash of a task input (pydantic records hash by content, not by pickle)."""
+    if isinstance(value, BaseModel) and hasattr(value, "cache_identity"):
+        value = value.cache_identity()
+    return hashlib.sha256(json.dumps(_jsonable(value), sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class StageCache(CachePolicy):
+    """Key = stage name + code version of its modules + digests of the named inputs."""
+
+    stage: str = ""
+    modules: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        parts = {
+            "stage": self.stage,
+            "code": code_version(*self.modules) if self.modules else "",
+            "inputs": {name: input_digest(inputs.get(name)) for name in self.inputs},
+            "extra": self.extra,
+        }
+        key = f"{self.stage}-{hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]}"
+        _drop_if_stale(task_ctx, key)
+        return key
+
+
+def _drop_if_stale(task_ctx: TaskRunContext | None, key: str) -> None:
+    """Delete a cached record whose output files are gone or altered, so the task reruns."""
+    if task_ctx is None:
+        return
+    store = task_ctx.result_store
+    basepath = getattr(store.result_storage, "basepath", None)
+    if basepath is None:
+        return
+    path = Path(basepath) / key
+    if not path.exists():
+        return
+    try:
+        record = store.read(key)
+        value = record.result
+    except Exception as exc:  # noqa: BLE001 - an unreadable record is as good as none
+        logger.warning("cached result %s is unreadable (%s); recomputing", key, exc)
+        path.unlink(missing_ok=True)
+        return
+    verify = getattr(value, "verify", None)
+    if callable(verify) and not verify():
+        logger.warning("cached result %s points at a missing or altered file; recomputing", key)
+        path.unlink(missing_ok=True)
+
+
+def source_identity(source: str) -> str:
+    """A cheap identity of a raw source, for the download stage's key.
+
+    A folder: (relative path, size, mtime) of every file, so a changed image is noticed.
+    A local file: its size and mtime. A URL: the URL; the download itself asks the
+    server on every run (conditional GET) and later stages are keyed on the content.
+    """
+    if source.startswith(("http://", "https://")):
+        return source
+    path = Path(source.removeprefix("file://")).expanduser()
+    if path.is_dir():
+        h = hashlib.sha256(str(path.resolve()).encode())
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                p = Path(root) / name
+                try:
+                    st = p.stat()
+                except OSError:
+                    continue
+                h.update(f"{p.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+    if path.is_file():
+        st = path.stat()
+        return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    return source
