@@ -58,6 +58,8 @@ TAG_ENV = "MASKCLS_STACK_TAG"
 SERVICE_ENV = "MASKCLS_STACK_SERVICE"
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
+PREFECT_HEALTH_PATH = "/api/health"
+MLFLOW_HEALTH_PATH = "/health"
 DEFAULT_TIMEOUT = 180.0
 
 
@@ -107,7 +109,6 @@ def mlflow_server_env(
         "MLFLOW_HOST": host,
         "MLFLOW_PORT": str(port),
         "MLFLOW_SERVER_ALLOWED_HOSTS": allowed_hosts,
-        "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     if workers is not None:
         env["MLFLOW_WORKERS"] = str(workers)
@@ -542,6 +543,7 @@ def _process_env(
     no_proxy = ",".join(filter(None, [env.get("NO_PROXY", ""), *LOCAL_HOSTS]))
     env["NO_PROXY"] = env["no_proxy"] = no_proxy
     env["PYTHONUNBUFFERED"] = "1"  # logs reach the file as they happen
+    env["DO_NOT_TRACK"] = "1"  # no telemetry from Prefect or MLflow: no network here
     env[TAG_ENV] = paths.tag
     env[SERVICE_ENV] = name
     for key, value in extra.items():
@@ -655,7 +657,7 @@ def start_prefect_server(
         prefect_server_command(host, port),
         service_env,
         url=url,
-        health_url=f"{url}/api/health",
+        health_url=f"{url}{PREFECT_HEALTH_PATH}",
     )
 
 
@@ -694,7 +696,7 @@ def start_mlflow_server(
         mlflow_server_command(),
         service_env,
         url=url,
-        health_url=f"{url}/health",
+        health_url=f"{url}{MLFLOW_HEALTH_PATH}",
     )
 
 

@@ -85,6 +85,11 @@ def fetch_source(
     report is stored in ``pin_report``.
     """
     source = str(source).strip()
+    if not source:
+        raise SourceError(
+            "The data source is empty: give a folder of class folders, a zip of one, or an http(s) URL of a zip "
+            "(MASKCLS_DATA_SOURCE sets it)."
+        )
     downloads_dir = Path(downloads_dir).expanduser().absolute()
     etag: str | None = None
     last_modified: str | None = None
@@ -202,9 +207,9 @@ def _download(url: str, downloads_dir: Path, *, progress: bool, timeout: float, 
                     time.sleep(delay)
     assert failure is not None
 
-    if cached is not None and failure.kind in ("connect", "timeout", "transport"):
+    if cached is not None:
         # The cached copy is exactly what this URL served last time (hash checked); an offline
-        # machine that downloaded before can keep working.
+        # machine, or one facing a server outage, that downloaded before can keep working.
         log.warning("cannot reach %s (%s); using the cached download %s", url, failure.detail, cached.path)
         return cached
     raise SourceError(_failure_message(url, failure, attempts, timeout)) from None
@@ -292,7 +297,10 @@ def _receive(
             "the data source must be a zip of class folders."
         )
 
-    total = int(response.headers.get("content-length") or 0) or None
+    try:
+        total = int(response.headers.get("content-length") or 0) or None
+    except ValueError:
+        total = None
     fd, tmp_name = tempfile.mkstemp(prefix=f".{key}.", suffix=".part", dir=zip_path.parent)
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
@@ -418,11 +426,16 @@ def _extract_zip(zip_path: Path, sha: str, downloads_dir: Path, label: str, max_
             shutil.rmtree(tmp, ignore_errors=True)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise SourceError(f"Cannot extract {label} ({zip_path}) into {base}: {exc}.") from None
+        raise SourceError(f"Cannot extract {_with_path(label, zip_path)} into {base}: {exc}.") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _with_path(label: str, zip_path: Path) -> str:
+    """The label, naming the file too when the label does not (a download is named by its URL)."""
+    return label if str(zip_path) in label else f"{label} ({zip_path})"
 
 
 def _entry_parts(info: zipfile.ZipInfo, label: str) -> list[str]:
@@ -438,25 +451,28 @@ def _entry_parts(info: zipfile.ZipInfo, label: str) -> list[str]:
         raise SourceError(f"Refusing {label}: entry {info.filename!r} has an absolute path.")
     parts = [p for p in re.split(r"[\\/]", name) if p not in ("", ".")]
     if ".." in parts:
-        raise SourceError(f"Refusing {label}: entry {info.filename!r} would be written outside the target folder.")
+        raise SourceError(
+            f"Refusing {label}: entry {info.filename!r} has a '..' component that would climb out of "
+            "the target folder."
+        )
     if "\x00" in name:
         raise SourceError(f"Refusing {label}: entry {info.filename!r} has a NUL character in its name.")
     return parts
 
 
 def _extract_into(zip_path: Path, dest: Path, label: str, max_bytes: int) -> None:
-    """Check every entry first, then extract them into ``dest`` counting the bytes actually written."""
+    """Check every entry (names, flags, declared sizes) before extracting any of them into ``dest``."""
+    label = _with_path(label, zip_path)
     try:
         zf = zipfile.ZipFile(zip_path)
     except zipfile.BadZipFile as exc:
-        raise SourceError(f"{label} ({zip_path}) is not a valid zip archive ({exc}); it is corrupt or truncated.") \
-            from None
+        raise SourceError(f"{label} is not a valid zip archive ({exc}); it is corrupt or truncated.") from None
     except (zipfile.LargeZipFile, NotImplementedError, ValueError, EOFError) as exc:
-        raise SourceError(f"{label} ({zip_path}) cannot be read as a zip archive: {exc}.") from None
+        raise SourceError(f"{label} cannot be read as a zip archive: {exc}.") from None
     with zf:
         infos = zf.infolist()
         if not any(not i.is_dir() for i in infos):
-            raise SourceError(f"{label} ({zip_path}) is an empty zip archive: it holds no files.")
+            raise SourceError(f"{label} is an empty zip archive: it holds no files.")
         plan: list[tuple[zipfile.ZipInfo, list[str]]] = []
         declared = 0
         for info in infos:
@@ -471,9 +487,11 @@ def _extract_into(zip_path: Path, dest: Path, label: str, max_bytes: int) -> Non
             declared += info.file_size
             plan.append((info, parts))
         if declared > max_bytes:
-            raise SourceError(_oversize(label, declared, max_bytes))
+            raise SourceError(
+                f"Refusing {label}: its entries declare {declared:,} bytes uncompressed, more than the "
+                f"{max_bytes:,} bytes allowed; raise max_extract_bytes if this is expected."
+            )
 
-        written = 0
         root = dest.resolve()
         for info, parts in plan:
             if not parts:
@@ -486,31 +504,18 @@ def _extract_into(zip_path: Path, dest: Path, label: str, max_bytes: int) -> Non
                 continue
             out.parent.mkdir(parents=True, exist_ok=True)
             try:
+                # zipfile stops every entry at its declared size (a lying header then fails its
+                # CRC), so the declared total checked above bounds what is written.
                 with zf.open(info) as src, open(out, "wb") as dst:
-                    entry_bytes = 0
-                    while block := src.read(_CHUNK):
-                        entry_bytes += len(block)
-                        written += len(block)
-                        # Headers can lie about sizes (zip bombs): count what really comes out.
-                        if written > max_bytes or entry_bytes > info.file_size:
-                            raise SourceError(_oversize(label, max(written, declared), max_bytes))
-                        dst.write(block)
+                    shutil.copyfileobj(src, dst, _CHUNK)
             except zipfile.BadZipFile as exc:
-                raise SourceError(f"{label} ({zip_path}) is corrupt: entry {info.filename!r}: {exc}.") from None
+                raise SourceError(f"{label} is corrupt: entry {info.filename!r}: {exc}.") from None
             except (zlib.error, EOFError) as exc:
                 raise SourceError(
-                    f"{label} ({zip_path}) is corrupt: entry {info.filename!r} cannot be decompressed ({exc})."
+                    f"{label} is corrupt: entry {info.filename!r} cannot be decompressed ({exc})."
                 ) from None
             except (NotImplementedError, RuntimeError) as exc:
-                raise SourceError(f"{label} ({zip_path}): entry {info.filename!r} cannot be extracted ({exc}).") \
-                    from None
-
-
-def _oversize(label: str, size: int, max_bytes: int) -> str:
-    return (
-        f"Refusing {label}: it expands to more than the {max_bytes:,} bytes allowed "
-        f"(at least {size:,} bytes uncompressed); raise max_extract_bytes if this is expected."
-    )
+                raise SourceError(f"{label}: entry {info.filename!r} cannot be extracted ({exc}).") from None
 
 
 # --------------------------------------------------------------------------- folders

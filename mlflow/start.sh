@@ -12,6 +12,8 @@
 #   MLFLOW_SERVER_ALLOWED_HOSTS   comma-separated Host headers the server accepts (default: MLflow's own,
 #                                 localhost and private IPs); must include the name clients use, e.g. `mlflow:5000`
 #   MLFLOW_WORKERS                uvicorn worker processes (default: MLflow's own, 4)
+#   MLFLOW_SERVER_ENABLE_JOB_EXECUTION  default false here (MLflow's default is true)
+#   MLFLOW_DISABLE_TELEMETRY      default true here: the server runs without internet
 #   MLFLOW_BIN                    the mlflow executable (default: `mlflow` on PATH)
 set -euo pipefail
 
@@ -19,6 +21,10 @@ set -euo pipefail
 : "${MLFLOW_ARTIFACTS_DESTINATION:?set MLFLOW_ARTIFACTS_DESTINATION, e.g. /mlartifacts}"
 host="${MLFLOW_HOST:-127.0.0.1}"
 port="${MLFLOW_PORT:-5000}"
+# MLflow's job runner (GenAI scorers, prompt optimisation) starts seven huey
+# consumer processes; this project submits no jobs, and the machines are small.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
+export MLFLOW_DISABLE_TELEMETRY="${MLFLOW_DISABLE_TELEMETRY:-true}"
 
 # A local artifacts folder must exist before the first upload; URIs are left alone.
 case "$MLFLOW_ARTIFACTS_DESTINATION" in

@@ -49,13 +49,13 @@ def register_and_promote(model: Any, evaluation: Any, arrays: Any, config: Pipel
         write_settings(settings_file, config.preprocess, classes)
         x_test = load_array(test_side.x)
         ok, png = cv2.imencode(".png", np.asarray(x_test[0]))
-        model_uri = tracking.log_pyfunc(run_id, Path(model.model.check()), settings_file, png.tobytes())
+        model_uri, model_id = tracking.log_pyfunc(run_id, Path(model.model.check()), settings_file, png.tobytes())
         candidate = Classifier.load(model.model.check(), settings_file)
 
     tracking.ensure_registered_model(client)
     metric_tags = {k: f"{v:.6f}" for k, v in evaluation.metrics.items()}
     version = client.create_model_version(
-        REGISTERED_MODEL_NAME, source=model_uri, run_id=run_id,
+        REGISTERED_MODEL_NAME, source=model_uri, run_id=run_id, model_id=model_id,
         tags={**metric_tags, "profile": config.profile, "dataset_fingerprint": arrays.split_fingerprint},
     )
     log.info(f"registered {REGISTERED_MODEL_NAME} version {version.version}")

@@ -31,8 +31,8 @@ from maskcls.config import (
 from maskcls.store import FileRef, Store, load_array
 from tasks.caching import StageCache
 
-# The maskcls modules each stage's code version is made of.
-STAGE_MODULES: dict[str, tuple[str, ...]] = {
+# The modules each stage uses directly.
+_OWN_MODULES: dict[str, tuple[str, ...]] = {
     "download": ("maskcls.source",),
     "validate": ("maskcls.data", "maskcls.preprocess"),
     "split": ("maskcls.data",),
@@ -42,6 +42,22 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "evaluate": ("maskcls.evaluate", "maskcls.model"),
     "register": ("maskcls.inference", "maskcls.preprocess", "tasks.pyfunc_model", "tasks.tracking", "tasks.promotion"),
 }
+
+
+def _cumulative(own: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """A stage's code version covers its own modules and those of every stage before it,
+    so editing a module reruns the stages that use it and everything after them (even
+    when the edit leaves an upstream output byte-identical), and nothing before them."""
+    out: dict[str, tuple[str, ...]] = {}
+    seen: tuple[str, ...] = ()
+    for name, modules in own.items():
+        seen = tuple(dict.fromkeys(seen + modules))
+        out[name] = seen
+    return out
+
+
+#: The modules whose source text makes up each stage's code version (in pipeline order).
+STAGE_MODULES: dict[str, tuple[str, ...]] = _cumulative(_OWN_MODULES)
 
 
 class _Record(BaseModel):

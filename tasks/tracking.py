@@ -209,8 +209,8 @@ def pip_requirements() -> list[str]:
     return out
 
 
-def log_pyfunc(run_id: str, keras_path: Path, settings_path: Path, example_image: bytes) -> str:
-    """Log the model as code (no pickle) into ``run_id``; returns its model URI."""
+def log_pyfunc(run_id: str, keras_path: Path, settings_path: Path, example_image: bytes) -> tuple[str, str]:
+    """Log the model as code (no pickle) into ``run_id``; returns its model URI and model id."""
     import pandas as pd
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
@@ -235,7 +235,7 @@ def log_pyfunc(run_id: str, keras_path: Path, settings_path: Path, example_image
                 input_example=pd.DataFrame({"image": [example_image]}),
                 pip_requirements=pip_requirements(),
             )
-    return info.model_uri
+    return info.model_uri, info.model_id
 
 
 def champion(client: MlflowClient):

@@ -171,8 +171,11 @@ def server() -> Iterator[Server]:
 
 
 @pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+def local_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short retry backoff, and no proxy from the environment between the client and 127.0.0.1."""
     monkeypatch.setattr(src, "_BACKOFF_SECONDS", 0.01)
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
 
 
 def fetch(source: str, downloads: Path, **kw: object) -> SourceData:
@@ -324,6 +327,15 @@ def test_connection_refused_falls_back_to_a_verified_cached_download(tmp_path: P
     assert second == first
 
 
+def test_server_outage_falls_back_to_a_verified_cached_download(server: Server, tmp_path: Path) -> None:
+    route = Route(make_zip(dataset_entries()))
+    server.routes["/a.zip"] = route
+    first = fetch(server.url("/a.zip"), tmp_path / "dl")
+    route.fail_first = 99
+    assert fetch(server.url("/a.zip"), tmp_path / "dl", retries=2) == first
+    assert route.statuses == [200, 500, 500]
+
+
 def test_slow_server_times_out(server: Server, tmp_path: Path) -> None:
     route = Route(make_zip(dataset_entries()), delay=5.0)
     server.routes["/slow.zip"] = route
@@ -376,6 +388,13 @@ def test_local_zip_is_extracted_once_and_reused(tmp_path: Path) -> None:
     assert marker.read_text() == "still here"
 
 
+def test_empty_source_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tree(tmp_path, {"a/x.png": png(1), "b/y.png": png(2)})
+    monkeypatch.chdir(tmp_path)  # "" must not silently mean the current folder
+    with pytest.raises(SourceError, match="empty"):
+        fetch("  ", tmp_path / "dl")
+
+
 def test_missing_local_path_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "data.zip"
     with pytest.raises(SourceError, match="does not exist") as exc:
@@ -414,14 +433,16 @@ def _symlink_zip() -> bytes:
 
 
 BAD_ZIPS: dict[str, tuple[Callable[[Path], bytes], str]] = {
-    "zip-slip": (lambda t: make_zip({**dataset_entries(), "../evil.png": png(1)}), "outside the target"),
+    "zip-slip": (lambda t: make_zip({**dataset_entries(), "../evil.png": png(1)}), "climb out of the target"),
     "absolute": (lambda t: make_zip({**dataset_entries(), f"{t}/abs-evil.png": png(1)}), "absolute path"),
     "symlink": (lambda t: _symlink_zip(), "symbolic link"),
     "empty": (lambda t: make_zip({}), "empty zip"),
     "not-a-zip": (lambda t: b"this is not a zip at all" * 10, "not a valid zip"),
     "truncated": (lambda t: make_zip(dataset_entries())[:-30], "not a valid zip"),
     "crc": (lambda t: _corrupt_last_entry({**dataset_entries(), "Repo-abc/z.bin": b"payload" * 50}), "CRC"),
-    "encrypted": (lambda t: _flag_encrypted(make_zip(dataset_entries(), zipfile.ZIP_STORED)), "encrypted"),
+    "file-folder-clash": (lambda t: make_zip({**dataset_entries(), "Repo-abc/x": b"f", "Repo-abc/x/y.png": png(1)}),
+                          "Cannot extract"),
+    "encrypted": (lambda t: _flag_encrypted(make_zip(dataset_entries(), zipfile.ZIP_STORED)), r"encrypted \(password"),
 }
 
 
@@ -445,14 +466,14 @@ def test_oversize_archive_is_refused(tmp_path: Path) -> None:
     zpath = tmp_path / "big.zip"
     zpath.write_bytes(make_zip(dataset_entries()))
     downloads = tmp_path / "dl"
-    with pytest.raises(SourceError, match="bytes allowed") as exc:
+    with pytest.raises(SourceError, match="declare .* bytes uncompressed, more than the 100 bytes allowed") as exc:
         fetch(str(zpath), downloads, max_extract_bytes=100)
     assert str(zpath) in str(exc.value)
     assert_nothing_extracted(downloads)
 
 
 def test_zip_whose_headers_understate_sizes_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A bomb that lies in its headers is stopped by counting the bytes really written."""
+    """A bomb whose headers understate its sizes gets no further than the declared sizes."""
     zpath = tmp_path / "bomb.zip"
     zpath.write_bytes(make_zip(dataset_entries()))
     real_infolist = zipfile.ZipFile.infolist
@@ -464,8 +485,8 @@ def test_zip_whose_headers_understate_sizes_is_stopped(tmp_path: Path, monkeypat
         return infos
 
     monkeypatch.setattr(zipfile.ZipFile, "infolist", lying_infolist)
-    # zipfile stops at the declared size (then the CRC fails); the byte count is the second guard
-    with pytest.raises(SourceError, match="bytes allowed|Bad CRC"):
+    # zipfile stops each entry at its declared size, and the truncated entry then fails its CRC
+    with pytest.raises(SourceError, match="Bad CRC"):
         fetch(str(zpath), tmp_path / "dl", max_extract_bytes=200)
     assert_nothing_extracted(tmp_path / "dl")
 

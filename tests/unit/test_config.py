@@ -1,0 +1,301 @@
+"""maskcls.config: profiles, dotted overrides, frozen models, flat params, section hashes, Settings."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from maskcls import config as C
+from maskcls.config import (
+    DEFAULT_SOURCE,
+    AugmentConfig,
+    ConfigError,
+    DataConfig,
+    PipelineConfig,
+    PreprocessConfig,
+    Settings,
+    TrainConfig,
+    load_config,
+    parse_overrides,
+)
+
+SECTIONS = {"data": DataConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig, "train": TrainConfig}
+
+
+# --- profiles -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", ["default", "seed", "smoke"])
+def test_every_profile_loads_as_a_complete_pipeline_config(profile: str) -> None:
+    cfg = load_config(profile)
+    assert isinstance(cfg, PipelineConfig)
+    assert cfg.profile == profile
+    for name, model in SECTIONS.items():
+        assert isinstance(getattr(cfg, name), model)
+
+
+def test_profiles_listed_are_exactly_the_three_documented() -> None:
+    assert {"default", "seed", "smoke"} <= set(C.PROFILES)
+
+
+def test_default_profile_equals_the_field_defaults() -> None:
+    assert load_config() == PipelineConfig(profile="default")
+
+
+def test_seed_profile_has_the_article_settings() -> None:
+    cfg = load_config("seed")
+    assert cfg.train.batch_size == 16
+    assert cfg.train.learning_rate == pytest.approx(1e-5)
+    assert cfg.train.epochs == 5
+    assert cfg.train.pool is False
+    assert len(cfg.train.conv_filters) == 2  # two Conv2D layers
+    assert cfg.train.l2 > 0  # L2 on the hidden layers
+    assert cfg.data.val_fraction == pytest.approx(0.2)
+    # The article's input: 50x50 grayscale, 32 variants per image.
+    assert cfg.preprocess.size == 50
+    assert cfg.preprocess.color_mode == "grayscale"
+    assert cfg.preprocess.channels == 1
+    assert cfg.augment.enabled is True
+
+
+def test_smoke_profile_is_small_and_not_compiled() -> None:
+    cfg = load_config("smoke")
+    assert cfg.data.max_images is not None and cfg.data.max_images <= 200
+    assert cfg.train.jit_compile is False
+    assert cfg.train.steps_per_execution == 1
+
+
+def test_every_profile_shares_the_test_side_settings() -> None:
+    test_side = {
+        p: (c.data.test_fraction, c.data.split_seed, c.data.phash_threshold)
+        for p in C.PROFILES
+        for c in [load_config(p)]
+    }
+    assert len(set(test_side.values())) == 1, test_side
+
+
+def test_unknown_profile_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match="no-such-profile"):
+        load_config("no-such-profile")
+
+
+# --- overrides ----------------------------------------------------------------------------
+
+
+def test_parse_overrides_coerces_types() -> None:
+    parsed = parse_overrides(
+        [
+            "train.epochs=3",
+            "train.learning_rate=1e-4",
+            "train.jit_compile=false",
+            "train.pool=True",
+            "data.max_images=none",
+            "data.val_fraction=0.25",
+            "preprocess.color_mode=rgb",
+            "train.conv_filters=16,32",
+            "train.kernel_size= 5 ",
+        ]
+    )
+    assert parsed == {
+        "train.epochs": 3,
+        "train.learning_rate": 1e-4,
+        "train.jit_compile": False,
+        "train.pool": True,
+        "data.max_images": None,
+        "data.val_fraction": 0.25,
+        "preprocess.color_mode": "rgb",
+        "train.conv_filters": [16, 32],
+        "train.kernel_size": 5,
+    }
+    assert type(parsed["train.epochs"]) is int
+    assert type(parsed["train.learning_rate"]) is float
+    assert type(parsed["train.jit_compile"]) is bool
+
+
+def test_parse_overrides_keeps_everything_after_the_first_equals_sign() -> None:
+    assert parse_overrides(["profile=a=b"]) == {"profile": "a=b"}
+
+
+def test_parse_overrides_of_nothing_is_empty() -> None:
+    assert parse_overrides(None) == {}
+    assert parse_overrides([]) == {}
+
+
+def test_parse_overrides_rejects_an_item_without_equals() -> None:
+    with pytest.raises(ConfigError, match="train.epochs"):
+        parse_overrides(["train.epochs"])
+
+
+def test_load_config_applies_overrides_with_type_coercion() -> None:
+    cfg = load_config(
+        "seed",
+        parse_overrides(["train.epochs=2", "train.conv_filters=8,16", "preprocess.color_mode=rgb", "data.max_images=50"]),
+    )
+    assert cfg.train.epochs == 2
+    assert cfg.train.conv_filters == (8, 16)
+    assert isinstance(cfg.train.conv_filters, tuple)
+    assert cfg.preprocess.color_mode == "rgb"
+    assert cfg.preprocess.channels == 3
+    assert cfg.data.max_images == 50
+    # The profile's other settings survive an override in the same section.
+    assert cfg.train.batch_size == 16
+    assert cfg.train.learning_rate == pytest.approx(1e-5)
+    assert cfg.data.val_fraction == pytest.approx(0.2)
+
+
+def test_overrides_do_not_leak_into_the_profile_table() -> None:
+    before = copy.deepcopy(C.PROFILES)
+    load_config("smoke", {"train.epochs": 9, "data.max_images": 10})
+    assert C.PROFILES == before
+    assert load_config("smoke").train.epochs == before["smoke"]["train"]["epochs"]
+    assert load_config("smoke").data.max_images == before["smoke"]["data"]["max_images"]
+
+
+@pytest.mark.parametrize("dotted", ["bogus.epochs", "train.bogus_field", "train.epochs.deep"])
+def test_unknown_setting_is_a_config_error_naming_it(dotted: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config("default", {dotted: 1})
+    assert dotted in str(exc.value)
+
+
+def test_unknown_top_level_setting_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match="not_a_setting"):
+        load_config("default", {"not_a_setting": 1})
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("train.epochs=0", "epochs"),
+        ("train.epochs=abc", "epochs"),
+        ("train.epochs=2.5", "epochs"),
+        ("train.learning_rate=0", "learning_rate"),
+        ("preprocess.color_mode=cmyk", "color_mode"),
+        ("preprocess.size=4", "size"),
+        ("data.test_fraction=1.5", "test_fraction"),
+        ("data.phash_threshold=65", "phash_threshold"),
+        ("train.conv_filters=[]", "conv_filters"),
+        ("augment.shift=0", "shift"),
+    ],
+)
+def test_invalid_value_is_a_config_error_naming_the_field(override: str, field: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config("default", parse_overrides([override]))
+    assert field in str(exc.value)
+    assert not isinstance(exc.value, pydantic.ValidationError)
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+# --- frozen, flat, hashes -----------------------------------------------------------------
+
+
+def test_configs_are_frozen() -> None:
+    cfg = load_config()
+    with pytest.raises(pydantic.ValidationError):
+        cfg.train.epochs = 99  # type: ignore[misc]
+    with pytest.raises(pydantic.ValidationError):
+        cfg.data = DataConfig()  # type: ignore[misc]
+    with pytest.raises(pydantic.ValidationError):
+        cfg.promotion_min_delta = 0.1  # type: ignore[misc]
+    assert cfg.train.epochs == TrainConfig().epochs
+
+
+def test_configs_forbid_unknown_fields() -> None:
+    with pytest.raises(pydantic.ValidationError):
+        TrainConfig(not_a_field=1)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("profile", ["default", "seed", "smoke"])
+def test_flat_has_every_field(profile: str) -> None:
+    cfg = load_config(profile)
+    flat = cfg.flat()
+    expected: dict[str, object] = {}
+    for name, model in SECTIONS.items():
+        section = getattr(cfg, name)
+        for field in model.model_fields:
+            value = getattr(section, field)
+            expected[f"{name}.{field}"] = list(value) if isinstance(value, tuple) else value
+    for field in PipelineConfig.model_fields:
+        if field not in SECTIONS:
+            expected[field] = getattr(cfg, field)
+    assert flat == expected
+
+
+def test_section_hash_changes_only_with_its_own_sections() -> None:
+    base = load_config("default")
+    trained = load_config("default", {"train.epochs": base.train.epochs + 1})
+    resized = load_config("default", {"preprocess.size": 32})
+    assert base.section_hash("data", "preprocess") == trained.section_hash("data", "preprocess")
+    assert base.section_hash("augment") == trained.section_hash("augment")
+    assert base.section_hash("train") != trained.section_hash("train")
+    assert base.section_hash("preprocess", "train") != trained.section_hash("preprocess", "train")
+    assert base.section_hash("train") == resized.section_hash("train")
+    assert base.section_hash("preprocess") != resized.section_hash("preprocess")
+    # The profile name alone is not a setting a stage depends on.
+    assert load_config("default").section_hash("data") == PipelineConfig(profile="other").section_hash("data")
+
+
+def test_section_hash_is_stable_and_short() -> None:
+    a = load_config("seed").section_hash("data", "train")
+    b = load_config("seed").section_hash("data", "train")
+    assert a == b
+    assert len(a) == 16
+    int(a, 16)
+
+
+# --- Settings -----------------------------------------------------------------------------
+
+
+def test_settings_from_env_reads_the_given_dict(tmp_path: Path) -> None:
+    env = {
+        "MASKCLS_HOME": str(tmp_path / "home"),
+        "MASKCLS_DATA_SOURCE": "/data/faces.zip",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+    }
+    s = Settings.from_env(env)
+    assert s.home == (tmp_path / "home").resolve()
+    assert s.data_source == "/data/faces.zip"
+    assert s.tracking_uri == "http://127.0.0.1:5000"
+    assert s.store_dir == s.home / "store"
+    assert s.downloads_dir.parent == s.home
+    assert s.locks_dir.parent == s.home
+
+
+def test_settings_default_tracking_is_sqlite_under_home(tmp_path: Path) -> None:
+    s = Settings.from_env({"MASKCLS_HOME": str(tmp_path)})
+    home = tmp_path.resolve()
+    assert s.tracking_uri.startswith("sqlite:///")
+    db = Path(s.tracking_uri[len("sqlite:///") :])
+    assert db.is_absolute()
+    assert db.parent == home
+    assert s.data_source == DEFAULT_SOURCE
+
+
+def test_settings_use_only_the_dict_not_the_process_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MASKCLS_HOME", str(tmp_path / "from-os"))
+    monkeypatch.setenv("MASKCLS_DATA_SOURCE", "from-os")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-os")
+    monkeypatch.chdir(tmp_path)
+    s = Settings.from_env({})
+    assert s.home == (tmp_path / ".maskcls").resolve()
+    assert s.data_source == DEFAULT_SOURCE
+    assert s.tracking_uri == f"sqlite:///{s.home / 'mlflow.db'}"
+    # And with no dict at all, the process environment is read (at call time).
+    s2 = Settings.from_env()
+    assert s2.home == (tmp_path / "from-os").resolve()
+    assert s2.data_source == "from-os"
+    assert s2.tracking_uri == "http://from-os"
+
+
+def test_settings_expand_user_in_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    s = Settings.from_env({"MASKCLS_HOME": "~/mk"})
+    assert s.home == (tmp_path / "mk").resolve()
