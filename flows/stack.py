@@ -422,9 +422,8 @@ def http_ok(url: str, timeout: float = 3.0) -> bool:
 
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
     """True if something accepts TCP connections on host:port."""
-    with contextlib.suppress(OSError):
-        with socket.create_connection((_url_host(host), port), timeout=timeout):
-            return True
+    with contextlib.suppress(OSError), socket.create_connection((_url_host(host), port), timeout=timeout):
+        return True
     return False
 
 
@@ -572,7 +571,8 @@ def spawn(
     paths.make()
     log_path = paths.log_file(name)
     with log_path.open("ab") as log:
-        log.write(f"\n=== {dt.datetime.now().isoformat(timespec='seconds')} start: {' '.join(argv)}\n".encode())
+        stamp = dt.datetime.now().isoformat(timespec="seconds")
+        log.write(f"\n=== {stamp} start: {' '.join(argv)}\n".encode())
         log.flush()
         popen = subprocess.Popen(
             _resolve_program(argv),
@@ -796,6 +796,15 @@ def run_deploy(
         )
 
 
+def work_pool_exists(api_url: str, pool: str = POOL_NAME) -> bool:
+    """The work pool `pool` exists on the server."""
+    try:
+        status, _ = http_request(f"{api_url}/work_pools/{urllib.parse.quote(pool)}")
+    except (OSError, ValueError):
+        return False
+    return status == 200
+
+
 def deployments_registered(api_url: str) -> bool:
     """Both deployments exist on the server."""
     for name in DEPLOYMENT_NAMES:
@@ -827,7 +836,7 @@ def _say(message: str) -> None:
 
 
 def _running(
-    services: Mapping[str, Service], name: str, timeout: float
+    services: Mapping[str, Service], name: str, timeout: float, url: str | None = None
 ) -> Service | None:
     """The recorded service `name` if it runs (waiting for its health if it is still starting)."""
     service = services.get(name)
@@ -837,6 +846,10 @@ def _running(
         # Stale pid file of a process that died: clear it so a fresh one starts.
         service.stop(timeout=5)
         return None
+    if url is not None and service.url != url:
+        raise RuntimeError(
+            f"{name} already runs at {service.url}, not {url}: `make down` first to move it"
+        )
     if service.health_url:
         wait_healthy(service.health_url, timeout, service)
     return service
@@ -849,11 +862,11 @@ def up(config: StackConfig) -> dict[str, Service]:
     services = load_services(paths)
     started: list[str] = []
 
-    prefect = _running(services, PREFECT_SERVER, config.timeout)
+    prefect = _running(services, PREFECT_SERVER, config.timeout, config.prefect_url)
     if prefect is None:
         prefect = start_prefect_server(paths.home, config.prefect_port, host=config.host)
         started.append(PREFECT_SERVER)
-    mlflow = _running(services, MLFLOW_SERVER, config.timeout)
+    mlflow = _running(services, MLFLOW_SERVER, config.timeout, config.mlflow_url)
     if mlflow is None:
         mlflow = start_mlflow_server(
             paths.home,
@@ -868,7 +881,8 @@ def up(config: StackConfig) -> dict[str, Service]:
     _say(f"prefect-server  ready  {prefect.url}")
 
     # The pool exists before workers start, so they do not race to create it.
-    run_deploy(paths.home, config.api_url, pool_only=True, timeout=config.timeout)
+    if not work_pool_exists(config.api_url):
+        run_deploy(paths.home, config.api_url, pool_only=True, timeout=config.timeout)
 
     workers: list[Service] = []
     for index in range(1, config.workers + 1):

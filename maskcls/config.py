@@ -77,8 +77,9 @@ class TrainConfig(_Frozen):
     batch_size: int = Field(64, ge=1)
     epochs: int = Field(6, ge=1)
     seed: int = 42
-    steps_per_execution: int = Field(16, ge=1, description="Batches run per call into the compiled graph.")
-    jit_compile: bool = Field(True, description="Compile the train step with XLA.")
+    steps_per_execution: int = Field(32, ge=1, description="Batches run per call into the compiled graph.")
+    # XLA is off by default: on this CPU build it trains ~7x slower than the oneDNN kernels.
+    jit_compile: bool = Field(False, description="Compile the train step with XLA.")
     shuffle_buffer: int | None = Field(None, description="None shuffles the whole index each epoch.")
 
 
@@ -120,9 +121,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     "seed": {
         "data": {"val_fraction": 0.2},
         "train": {
-            "conv_filters": (32, 64),
+            "conv_filters": (16, 32),
             "pool": False,
-            "dense_units": 64,
+            "dense_units": 32,
             "dropout": 0.0,
             "l2": 1e-3,
             "learning_rate": 1e-5,

@@ -142,6 +142,9 @@ def _image_header_size(data: bytes) -> tuple[int, int] | None:
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as im:
                 return im.size
+    except Image.DecompressionBombError:
+        # PIL refuses to even open it: report a size that is surely over any sane limit.
+        return (2**31, 2**31)
     except Exception:  # noqa: BLE001 - PIL raises many types; OpenCV gets the final say
         return None
 
@@ -156,6 +159,9 @@ def _phash(gray: np.ndarray) -> int:
 
 def _check_image(data: bytes, cfg: DataConfig) -> tuple[np.ndarray, int, int]:
     size = _image_header_size(data)
+    if size == (2**31, 2**31):
+        raise DecodeError(f"image header declares a decompression bomb, over the limit of {cfg.max_pixels} "
+                          "pixels (data.max_pixels)")
     if size is not None and size[0] * size[1] > cfg.max_pixels:
         raise DecodeError(f"{size[0]}x{size[1]} pixels exceeds the limit of {cfg.max_pixels} (data.max_pixels)")
     img = decode_image(data)
@@ -262,7 +268,11 @@ def cluster(items: list[Item], threshold: int) -> list[int]:
     h = np.array([i.phash for i in items], dtype=np.uint64)
     m = np.array([i.phash_mirror for i in items], dtype=np.uint64)
     for a in range(n - 1):
-        d = np.minimum(np.bitwise_count(h[a] ^ h[a + 1 :]), np.bitwise_count(h[a] ^ m[a + 1 :]))
+        # Symmetric: a's hash vs b's mirror and a's mirror vs b's hash differ on noisy images.
+        d = np.minimum(
+            np.bitwise_count(h[a] ^ h[a + 1 :]),
+            np.minimum(np.bitwise_count(h[a] ^ m[a + 1 :]), np.bitwise_count(m[a] ^ h[a + 1 :])),
+        )
         for b in np.nonzero(d <= threshold)[0]:
             ra, rb = find(a), find(a + 1 + int(b))
             if ra != rb:
@@ -293,17 +303,22 @@ def split(manifest: Manifest, cfg: DataConfig) -> Split:
     smallest content hash among its members, so adding images never moves an
     unrelated image between sides, and every profile sees the same test side.
     """
-    items = manifest.items
+    # Clusters are formed on the whole manifest, before any subset, so a subset (the smoke
+    # profile) puts every image on the same side as the full data does.
+    all_items = manifest.items
+    all_groups = cluster(all_items, cfg.phash_threshold)
+    names: dict[int, str] = {}
+    for idx, g in enumerate(all_groups):
+        sha = all_items[idx].sha256
+        names[g] = min(names.get(g, sha), sha)
+    cluster_of = {item.sha256: names[g] for item, g in zip(all_items, all_groups)}
+    items = all_items
     if cfg.max_images is not None and cfg.max_images < len(items):
         items = subset(items, manifest.classes, cfg.max_images, cfg.split_seed)
-    groups = cluster(items, cfg.phash_threshold)
-    names: dict[int, str] = {}
-    for idx, g in enumerate(groups):
-        sha = items[idx].sha256
-        names[g] = min(names.get(g, sha), sha)
+    groups = [cluster_of[i.sha256] for i in items]
     sides: dict[str, list[Item]] = {"train": [], "val": [], "test": []}
     for idx, item in enumerate(items):
-        name = names[groups[idx]]
+        name = groups[idx]
         if _unit_hash(cfg.split_seed, "test", name) < cfg.test_fraction:
             sides["test"].append(item)
         elif _unit_hash(cfg.split_seed, "val", name) < cfg.val_fraction:

@@ -38,6 +38,39 @@ def decode_image(data: bytes) -> np.ndarray:
         img = img[:, :, 0]
     if img.ndim not in (2, 3) or img.size == 0:
         raise DecodeError("decoded to an empty image")
+    return _apply_exif_orientation(img, data)
+
+
+# EXIF orientation -> the OpenCV operations that make the image upright (IMREAD_UNCHANGED
+# ignores the tag, and phone photos rely on it).
+_ORIENT = {
+    2: (cv2.flip, 1),
+    3: (cv2.rotate, cv2.ROTATE_180),
+    4: (cv2.flip, 0),
+    6: (cv2.rotate, cv2.ROTATE_90_CLOCKWISE),
+    8: (cv2.rotate, cv2.ROTATE_90_COUNTERCLOCKWISE),
+}
+
+
+def _apply_exif_orientation(img: np.ndarray, data: bytes) -> np.ndarray:
+    if not data[:2] == b"\xff\xd8":  # only JPEGs carry EXIF orientation in practice
+        return img
+    try:
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - no readable EXIF means upright
+        return img
+    if orientation == 5:  # transpose
+        return cv2.transpose(img)
+    if orientation == 7:  # transverse
+        return cv2.rotate(cv2.transpose(img), cv2.ROTATE_180)
+    if orientation in _ORIENT:
+        op, arg = _ORIENT[orientation]
+        return op(img, arg)
     return img
 
 

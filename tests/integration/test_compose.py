@@ -144,7 +144,8 @@ def test_mlflow_runs_the_shared_start_script_on_postgres(services: dict[str, Any
     assert mlflow["build"] == {"context": ".", "dockerfile": "mlflow/Dockerfile"}
     dockerfile = (REPO / "mlflow" / "Dockerfile").read_text()
     # The command's relative script path resolves inside the image.
-    assert "WORKDIR /app" in dockerfile and f"COPY {stack.MLFLOW_START_SCRIPT} ./{stack.MLFLOW_START_SCRIPT}" in dockerfile
+    assert "WORKDIR /app" in dockerfile
+    assert f"COPY {stack.MLFLOW_START_SCRIPT} ./{stack.MLFLOW_START_SCRIPT}" in dockerfile
     env = env_of(mlflow)
     expected = stack.mlflow_server_env("sqlite://", "/a", "0.0.0.0", 5000, "h", workers=2)
     assert set(expected) <= set(env)

@@ -59,7 +59,7 @@ def test_first_run_tracks_everything(first_run, mlflow_client):
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
     for name in ("confusion_matrix.png", "confusion_matrix.json", "training_curves.png",
                  "classification_report.txt", "misclassified.png", "validation_report.json",
-                 "augmentation_preview.png", "model", "dataset"):
+                 "augmentation_preview.png", "dataset"):
         assert name in artifacts, name
     # the dataset is the run's MLflow dataset input
     inputs = run.inputs.dataset_inputs

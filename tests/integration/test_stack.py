@@ -6,6 +6,7 @@ The process checks read /proc here rather than trusting flows.stack's own bookke
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -95,10 +96,8 @@ def run_stack(command: str, env: dict[str, str], timeout: float = 420) -> subpro
 def kill_tag(tag: str) -> None:
     """Last-resort cleanup so a failing test leaves nothing behind for the next one."""
     for pid in tagged(tag):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture
@@ -128,17 +127,16 @@ def read_prefect(api_url: str) -> dict:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        with get_client(sync_client=True) as client:
-            return {
-                "pool": client.read_work_pool(POOL_NAME),
-                "workers": [
-                    w for w in client.read_workers_for_work_pool(POOL_NAME) if w.status.value == "ONLINE"
-                ],
-                "deployments": {
-                    name: client.read_deployment_by_name(f"{FLOW_NAME}/{name}") for name in DEPLOYMENT_NAMES
-                },
-            }
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        return {
+            "pool": client.read_work_pool(POOL_NAME),
+            "workers": [
+                w for w in client.read_workers_for_work_pool(POOL_NAME) if w.status.value == "ONLINE"
+            ],
+            "deployments": {
+                name: client.read_deployment_by_name(f"{FLOW_NAME}/{name}") for name in DEPLOYMENT_NAMES
+            },
+        }
 
 
 @pytest.mark.timeout(900)
@@ -204,8 +202,9 @@ def test_up_twice_then_down_leaves_nothing(stack_env: dict[str, str]) -> None:
 
     shown = run_stack("status", stack_env, timeout=60)
     assert shown.returncode == 0, shown.stdout + shown.stderr
+    rows = {line.split()[0]: line.split() for line in shown.stdout.splitlines() if line.strip()}
     for name, pid in services.items():
-        assert any(line.split()[:2] == [name, "running"] and str(pid) in line for line in shown.stdout.splitlines())
+        assert rows[name][1:4] == ["running", "pid", str(pid)], shown.stdout
 
     stopped = run_stack("down", stack_env, timeout=180)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
@@ -241,17 +240,20 @@ def test_stop_reaches_processes_that_left_the_group(tmp_path: Path) -> None:
         ["bash", "-c", f"setsid sleep 300 & echo $! > {pid_file}; exec sleep 300"],
         {},
     )
-    deadline = time.monotonic() + 10
-    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    escaped = int(pid_file.read_text())
-    # `setsid` needs a moment between fork and leaving the group.
-    while os.getpgid(escaped) == service.pid and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert running(escaped) and os.getpgid(escaped) != service.pid
+    try:
+        deadline = time.monotonic() + 10
+        while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        escaped = int(pid_file.read_text())
+        # `setsid` needs a moment between fork and leaving the group.
+        while os.getpgid(escaped) == service.pid and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running(escaped) and os.getpgid(escaped) != service.pid
 
-    service.stop(timeout=5)
+        service.stop(timeout=5)
 
-    assert not running(service.pid)
-    assert not running(escaped)
-    assert not paths.pid_file("worker-9").exists()
+        assert not running(service.pid)
+        assert not running(escaped)
+        assert not paths.pid_file("worker-9").exists()
+    finally:
+        kill_tag(paths.tag)

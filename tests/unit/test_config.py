@@ -37,7 +37,7 @@ def test_every_profile_loads_as_a_complete_pipeline_config(profile: str) -> None
         assert isinstance(getattr(cfg, name), model)
 
 
-def test_profiles_listed_are_exactly_the_three_documented() -> None:
+def test_the_documented_profiles_exist() -> None:
     assert {"default", "seed", "smoke"} <= set(C.PROFILES)
 
 
@@ -159,6 +159,14 @@ def test_unknown_setting_is_a_config_error_naming_it(dotted: str) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config("default", {dotted: 1})
     assert dotted in str(exc.value)
+
+
+def test_top_level_setting_can_be_overridden() -> None:
+    cfg = load_config("default", parse_overrides(["promotion_min_delta=0.02"]))
+    assert cfg.promotion_min_delta == pytest.approx(0.02)
+    assert cfg.flat()["promotion_min_delta"] == pytest.approx(0.02)
+    with pytest.raises(ConfigError, match="promotion_min_delta"):
+        load_config("default", {"promotion_min_delta": -1})
 
 
 def test_unknown_top_level_setting_is_a_config_error_naming_it() -> None:

@@ -111,6 +111,27 @@ def test_decode_error_is_a_value_error() -> None:
     assert issubclass(DecodeError, ValueError)
 
 
+def test_decode_applies_the_exif_orientation() -> None:
+    import io
+
+    from PIL import Image, ImageOps
+
+    stored = np.zeros((20, 40, 3), np.uint8)  # landscape as stored, bright band on the left
+    stored[:, :10] = 255
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif.tobytes(), quality=95)
+    data = buf.getvalue()
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    assert upright.shape == (40, 20, 3)  # the reference really is rotated
+    out = decode_image(data)
+    assert out.shape[:2] == (40, 20)
+    # The bright band is at the top once displayed upright.
+    assert out[:10].mean() > 200 and out[12:].mean() < 50
+
+
 # --- to_model_input ---------------------------------------------------------------------------
 
 
