@@ -38,6 +38,7 @@ def train_flow(
     max_images: int | None = None,
     refresh: bool = False,
     overrides: dict[str, str] | None = None,
+    parent_run_id: str | None = None,
 ) -> dict[str, Any]:
     """Train the face-mask classifier and register it in MLflow.
 
@@ -50,6 +51,7 @@ def train_flow(
         max_images: Train on a stable, class-balanced subset of at most this many images.
         refresh: Recompute every stage even when a cached result exists.
         overrides: Any other setting as `section.field` -> value, e.g. {"train.dense_units": "128"}.
+        parent_run_id: MLflow run to nest this run under (set by the sweep flow).
     """
     logger = get_run_logger()
     settings = Settings.from_env()
@@ -69,6 +71,7 @@ def train_flow(
         "run_name": prefect_run.name if prefect_run else None,
         "prefect_flow_run_id": str(prefect_run.id) if prefect_run else "",
         "source": source,
+        **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {}),
     })
     logger.info(f"MLflow run {run_id} in {settings.tracking_uri}; profile {config.profile}")
     states: dict[str, Any] = {}
