@@ -91,8 +91,31 @@ def _explain(exc: BaseException) -> str:
     while seen is not None:
         if type(seen).__name__ in names or isinstance(seen, DataError):
             return str(seen)
+        if type(seen).__name__ == "MlflowException":
+            return _explain_mlflow(seen)
         seen = seen.__cause__ or seen.__context__
     return f"{exc.__class__.__name__}: {exc}"
+
+
+def _explain_mlflow(exc: BaseException) -> str:
+    """MLflow failing mid-run (the start is probed by tasks.tracking.configure): where, why, what next."""
+    import os
+    import re
+
+    text = " ".join(str(exc).split())
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or "(local store under MASKCLS_HOME)"
+    why = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text) or re.search(r"(Read timed out|timed out|Max retries exceeded)",
+                                                                    text)
+    problem = why.group(1).strip() if why else text[:300]
+    budget = os.environ.get("MASKCLS_MLFLOW_RETRY_S") or "60"
+    request = re.search(r"API request to (\S+) failed", text)
+    if why:
+        return (f"Lost the MLflow tracking server {uri} during the run: "
+                f"{'the request ' + request.group(1) if request else 'a request'} failed ({problem}) after "
+                f"retrying with backoff for up to {budget} s (MASKCLS_MLFLOW_RETRY_S). The run's finished "
+                "stages are cached: run the same command again once the server is back; the next run marks "
+                "this one FAILED in MLflow.")
+    return f"MLflow ({uri}) refused a request: {text[:600]}"
 
 
 @app.command()
@@ -144,6 +167,105 @@ def predict(
                 print(f"{f}\t{label}\t{prob:.4f}", flush=True)
     if files and failures == len(files):
         raise typer.Exit(1)
+
+
+@app.command()
+def sweep(
+    grid: Annotated[list[str], typer.Option("--grid", help="A setting and the values to try: section.field=v1,v2 "
+                                            "(repeatable; every combination is one run), e.g. "
+                                            "--grid train.learning_rate=1e-3,3e-4")],
+    profile: Annotated[str, typer.Option(help="default | seed | smoke")] = "default",
+    source: Annotated[Optional[str], typer.Option(help="Folder, zip or http(s) URL of a zip "
+                                                  "(default: the workers' MASKCLS_DATA_SOURCE)")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs for every run")] = None,
+    max_images: Annotated[Optional[int], typer.Option(help="Override data.max_images for every run")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="A setting fixed for every run: "
+                                                      "section.field=value (repeatable)")] = None,
+    timeout_minutes: Annotated[float, typer.Option(help="Give up and cancel unfinished runs after this")] = 720,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+) -> None:
+    """Train every combination of a grid on the stack's workers, in parallel, nested under one MLflow run.
+
+    Needs a running stack (`make up`, or PREFECT_API_URL and MLFLOW_TRACKING_URI of one) whose
+    work pool has workers: each combination is a flow run of train-face-mask/sweep-member.
+    """
+    import os
+
+    from maskcls.config import ConfigError, parse_overrides
+
+    _stack_env()
+    try:
+        fixed = parse_overrides(set_)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+        return
+    from flows.sweep import SweepError, expand_grid, parse_grid, sweep_flow
+
+    try:
+        parsed = parse_grid(grid)
+        expand_grid(parsed)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+        return
+    err.print(f"sweep on {os.environ['PREFECT_API_URL']}, MLflow {os.environ.get('MLFLOW_TRACKING_URI', '(local)')}")
+    try:
+        result = sweep_flow(grid=parsed, profile=profile, source=source, max_images=max_images, epochs=epochs,
+                            overrides={k: json.dumps(v) if not isinstance(v, str) else v for k, v in fixed.items()},
+                            timeout_minutes=timeout_minutes)
+    except (SweepError, ConfigError) as exc:
+        _fail(str(exc), 2 if isinstance(exc, ConfigError) else 1)
+        return
+    except Exception as exc:  # noqa: BLE001 - one readable paragraph, the traceback is in Prefect's log
+        _fail(_explain(exc))
+        return
+    if json_out:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    from rich.table import Table
+
+    table = Table("point", *parsed, "state", "test_accuracy", "version", "promotion", "data cached")
+    for row in result["points"]:
+        acc = row.get("test_accuracy")
+        table.add_row(str(row["point"]), *(str(row[k]) for k in parsed), row["state"],
+                      "" if acc is None else f"{acc:.4f}", row.get("model_version") or "",
+                      row.get("promotion") or "", f"{row['data_stages_cached']}/5")
+    Console().print(table)
+    champion = result["champion"]
+    Console().print(
+        f"[bold green]done[/] parent MLflow run {result['mlflow_run_id']} | champion: "
+        + ("none" if champion is None else
+           f"version {champion['version']} ({'from this sweep' if champion['from_sweep'] else 'unchanged'})")
+    )
+
+
+def _stack_env() -> None:
+    """Point Prefect and MLflow at a running stack: the environment's, else the one `make up` started here.
+
+    Must run before prefect is imported: Prefect reads its settings at import time.
+    """
+    import os
+
+    from flows import stack
+
+    if not os.environ.get("PREFECT_API_URL"):
+        config = stack.StackConfig.from_env()
+        services = stack.load_services(config.paths)
+        prefect, mlflow = services.get(stack.PREFECT_SERVER), services.get(stack.MLFLOW_SERVER)
+        if prefect is None or not prefect.healthy() or not prefect.url:
+            _fail("no Prefect server: a sweep runs its points on the workers of a running stack. Start it with "
+                  "`make up` (then run this from the same folder, or with the same MASKCLS_HOME), or set "
+                  "PREFECT_API_URL and MLFLOW_TRACKING_URI to a stack whose work pool has workers.", 2)
+            return
+        os.environ["PREFECT_API_URL"] = f"{prefect.url}/api"
+        if not os.environ.get("MLFLOW_TRACKING_URI") and mlflow is not None and mlflow.healthy() and mlflow.url:
+            os.environ["MLFLOW_TRACKING_URI"] = mlflow.url
+    api_url = os.environ["PREFECT_API_URL"].rstrip("/")
+    if not stack.http_ok(f"{api_url}/health", timeout=10):
+        _fail(f"the Prefect server at PREFECT_API_URL={api_url} does not answer: start the stack (`make up`) "
+              "or fix PREFECT_API_URL", 2)
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        _fail("MLFLOW_TRACKING_URI is not set: set it to the MLflow server the workers log to, so the "
+              "sweep's runs nest under one parent run", 2)
 
 
 @cache_app.command("prune")

@@ -37,6 +37,13 @@ POOL_NAME = "maskcls"
 ON_DEMAND = "on-demand"
 SCHEDULED = "scheduled-retrain"
 DEPLOYMENT_NAMES = (ON_DEMAND, SCHEDULED)
+# The sweep (flows/sweep.py): its own flow and deployment, and a deployment of the
+# training flow for its points, without on-demand's one-run limit so that the
+# pool's workers train several points at once.
+SWEEP_MEMBER = "sweep-member"
+SWEEP_FLOW_NAME = "sweep-face-mask"
+SWEEP = "sweep"
+SWEEP_ENTRYPOINT = "flows/sweep.py:sweep_flow"
 DEFAULT_RETRAIN_CRON = "0 3 * * 0"
 DEFAULT_RETRAIN_TZ = "UTC"
 TAGS = ["maskcls"]
@@ -159,6 +166,27 @@ def deploy_all(settings: DeploySettings | None = None) -> dict[str, UUID]:
             schedule=Cron(settings.retrain_cron, timezone=settings.retrain_timezone),
             **common,
         ),
+        SWEEP_MEMBER: train_flow.deploy(
+            name=SWEEP_MEMBER,
+            description=(
+                "One point of a sweep (started by sweep-face-mask, nested under its "
+                "MLflow run). No concurrency limit: the pool's workers run points side by side."
+            ),
+            **{**common, "concurrency_limit": None},
+        ),
+        SWEEP: flow.from_source(
+            source=str(settings.project_root), entrypoint=SWEEP_ENTRYPOINT
+        ).deploy(
+            name=SWEEP,
+            description=(
+                "Train every combination of a grid of settings as parallel "
+                f"{FLOW_NAME}/{SWEEP_MEMBER} runs, nested under one MLflow run; each "
+                "becomes `champion` only if it beats the current one. This run holds "
+                "one worker slot while it waits: the pool needs more than one worker "
+                "(`maskcls sweep` runs it from the CLI instead)."
+            ),
+            **common,
+        ),
     }
     return ids
 
@@ -179,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     ids = deploy_all(settings)
     for name, deployment_id in ids.items():
-        print(f"deployment {FLOW_NAME}/{name}: {deployment_id}")
+        print(f"deployment {SWEEP_FLOW_NAME if name == SWEEP else FLOW_NAME}/{name}: {deployment_id}")
     if settings.data_source:
         print(f"default source: {settings.data_source}")
     return 0

@@ -10,8 +10,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from maskcls.config import PipelineConfig, Settings, load_config, parse_overrides
-from tasks import stages, tracking
+from tasks import recovery, stages, tracking
 from tasks.caching import source_identity
+from tasks.locking import FcntlLockManager
 
 CACHED_STAGES = ("download", "validate", "split", "preprocess", "augment", "train", "evaluate", "register")
 
@@ -58,12 +59,19 @@ def train_flow(
     config = build_config(profile, epochs, learning_rate, batch_size, max_images, overrides)
     source = source or settings.data_source
     client = tracking.configure(settings)  # probes a tracking server before any work
+    recovery.recover(client, logger)  # runs left Running by a killed process -> FAILED / Crashed
 
     storage = settings.results_dir  # a Path: Prefect makes a local block of it, no server-side save
     settings.results_dir.mkdir(parents=True, exist_ok=True)
 
+    # Same cache key -> computed once: a stage holds an fcntl lock on its key while it runs
+    # (released by the OS if the process dies); a concurrent run waits, then reads the result.
+    locks = FcntlLockManager(settings.locks_dir)
+
     def stage(t):
-        return t.with_options(result_storage=storage, persist_result=True, refresh_cache=refresh or None)
+        return t.with_options(result_storage=storage, persist_result=True, refresh_cache=refresh or None,
+                              cache_policy=t.cache_policy.configure(lock_manager=locks,
+                                                                    isolation_level="SERIALIZABLE"))
 
     ctx = get_run_context()
     prefect_run = ctx.flow_run

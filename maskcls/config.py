@@ -211,17 +211,33 @@ class Settings(BaseModel):
     home: Path
     data_source: str
     tracking_uri: str
+    #: Seconds without an answer before one download attempt gives up (MASKCLS_DOWNLOAD_TIMEOUT_S).
+    download_timeout_s: float = 30.0
+    #: Extra pins: source -> pin file (MASKCLS_PINS="<url or path>=<pin.json>;..."), e.g. for a mirror
+    #: of the default archive. The default source always uses DEFAULT_PIN.
+    pins: dict[str, Path] = {}
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
         home = Path(env.get("MASKCLS_HOME") or Path.cwd() / ".maskcls").expanduser().resolve()
         tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+        pins: dict[str, Path] = {}
+        for item in (env.get("MASKCLS_PINS") or "").split(";"):
+            if "=" in item.strip():
+                src, pin = item.strip().rsplit("=", 1)
+                pins[src.strip()] = Path(pin.strip()).expanduser()
         return cls(
             home=home,
             data_source=env.get("MASKCLS_DATA_SOURCE") or DEFAULT_SOURCE,
             tracking_uri=tracking,
+            download_timeout_s=float(env.get("MASKCLS_DOWNLOAD_TIMEOUT_S") or 30.0),
+            pins=pins,
         )
+
+    def pin_for(self, source: str) -> Path | None:
+        """The pin a source is checked against: DEFAULT_PIN for the default download, else MASKCLS_PINS."""
+        return DEFAULT_PIN if source == DEFAULT_SOURCE else self.pins.get(source)
 
     @property
     def store_dir(self) -> Path:

@@ -173,6 +173,23 @@ def _check_image(data: bytes, cfg: DataConfig) -> tuple[np.ndarray, int, int]:
     return img, w, h
 
 
+def undecodable_reason(data: bytes, decoder_says: str) -> str:
+    """Why bytes that failed to decode are not an image, as specifically as the bytes tell."""
+    head = data[:512]
+    if data[:3] == b"\xff\xd8\xff" and not data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
+        return f"truncated JPEG: the file ends before its end-of-image marker ({len(data)} bytes); {decoder_says}"
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-32:]:
+        return f"truncated PNG: the file ends before its IEND chunk ({len(data)} bytes); {decoder_says}"
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if stripped.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in stripped[:256]:
+        return f"an HTML page saved with an image extension, not an image; {decoder_says}"
+    if stripped.startswith(b"<"):
+        return f"XML or markup text, not an image; {decoder_says}"
+    if head and sum(32 <= c < 127 or c in (9, 10, 13) for c in head) / len(head) > 0.95:
+        return f"text, not an image; {decoder_says}"
+    return decoder_says
+
+
 def validate(
     root: Path | str,
     cfg: DataConfig,
@@ -187,8 +204,11 @@ def validate(
         try:
             data = (root / rel).read_bytes()
             img, w, h = _check_image(data, cfg)
-        except (DecodeError, OSError) as exc:
-            skipped.append(Skipped(path=rel, reason=str(exc)))
+        except DecodeError as exc:
+            skipped.append(Skipped(path=rel, reason=undecodable_reason(data, str(exc))))
+            continue
+        except OSError as exc:
+            skipped.append(Skipped(path=rel, reason=f"cannot read the file: {exc.strerror or exc}"))
             continue
         finally:
             if progress is not None and (n % 250 == 0 or n == len(candidates)):

@@ -138,14 +138,29 @@ def _progress(label: str):
     return lambda done, total: log.info(f"{label}: {done}/{total}")
 
 
+def _not_a_source_error(task, task_run, state) -> bool:
+    """Retry the download task only for unexpected errors: a SourceError already retried what
+    can be retried (network) and is otherwise final (bad zip, HTML, pin mismatch)."""
+    from maskcls.source import SourceError
+
+    try:
+        state.result()
+    except SourceError:
+        return False
+    except Exception:  # noqa: BLE001
+        return True
+    return False
+
+
 @task(name="download", cache_policy=StageCache(stage="download", modules=STAGE_MODULES["download"],
-                                               inputs=("source", "identity")), retries=1)
+                                               inputs=("source", "identity")), retries=1,
+      retry_condition_fn=_not_a_source_error)
 def download(source: str, identity: str, settings: Settings):
     """Fetch the dataset (URL, zip or folder) and find its class folders."""
     from maskcls.source import fetch_source
 
-    pin = DEFAULT_PIN if source == DEFAULT_SOURCE else None
-    raw = fetch_source(source, settings.downloads_dir, pin=pin, progress=False)
+    raw = fetch_source(source, settings.downloads_dir, pin=settings.pin_for(source), progress=False,
+                       timeout=settings.download_timeout_s)
     _logger().info(f"source {source} ({raw.kind}) -> {raw.root}")
     return raw
 

@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
-import keras
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric
@@ -42,14 +41,43 @@ class TrackingError(RuntimeError):
     """MLflow cannot be used (unreachable, misconfigured); says what and where."""
 
 
+def retry_settings(budget: float) -> dict[str, str]:
+    """MLflow's HTTP retry variables whose worst case (backoffs + timeouts) stays within ``budget`` s.
+
+    urllib3 sleeps 0, 2f, 4f, ... between attempts (f = backoff factor, an int for MLflow):
+    half the budget goes to backoff, the rest to the attempts' timeouts (at least 5 s each;
+    a refused connection fails at once, so only a hung server uses them).
+    """
+    budget = max(1.0, budget)
+    jitter = 0.5
+    retries = 1
+    while retries < 10 and (2 ** (retries + 1) - 2) + jitter * (retries + 1) <= budget / 2:
+        retries += 1
+    backoff = (2 ** retries - 2) + jitter * retries
+    timeout = max(5, int((budget - backoff) / (retries + 1)))
+    return {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": str(jitter),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout),
+    }
+
+
+def reachable(uri: str, timeout: float = 5.0) -> bool:
+    """A local store, or a tracking server answering GET /health within ``timeout``."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    try:
+        return httpx.get(uri.rstrip("/") + "/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def configure(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured tracking URI; probe a server before any work."""
     uri = settings.tracking_uri
     # Cap the client's own retries so a dead server is an error in about a minute, not ten.
-    budget = float(os.environ.get("MASKCLS_MLFLOW_RETRY_S", "60"))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(5, budget / 2))))
+    os.environ.update(retry_settings(float(os.environ.get("MASKCLS_MLFLOW_RETRY_S") or 60)))
     if uri.startswith(("http://", "https://")):
         try:
             resp = httpx.get(uri.rstrip("/") + "/health", timeout=5.0)
@@ -158,16 +186,32 @@ def log_dataset(client: MlflowClient, run_id: str, items: list[dict[str, Any]], 
     )
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Per-epoch loss and accuracy (train and validation) straight into the MLflow run."""
+def _epoch_logger_class() -> type:
+    import keras
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
-        super().__init__()
-        self.client = client
-        self.run_id = run_id
+    class EpochLogger(keras.callbacks.Callback):
+        """Per-epoch loss and accuracy (train and validation) straight into the MLflow run."""
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        log_metrics(self.client, self.run_id, {k: v for k, v in (logs or {}).items()}, step=epoch)
+        def __init__(self, client: MlflowClient, run_id: str) -> None:
+            super().__init__()
+            self.client = client
+            self.run_id = run_id
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            log_metrics(self.client, self.run_id, {k: v for k, v in (logs or {}).items()}, step=epoch)
+
+    return EpochLogger
+
+
+def __getattr__(name: str) -> Any:
+    # Keras (TensorFlow) is imported only when training needs EpochLogger: a run that
+    # fails on its input, or MLflow being unreachable, is reported in seconds, not after
+    # a 10 s TensorFlow import.
+    if name == "EpochLogger":
+        cls = _epoch_logger_class()
+        globals()["EpochLogger"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run_url(settings: Settings, exp_id: str, run_id: str) -> str:
@@ -178,6 +222,10 @@ def run_url(settings: Settings, exp_id: str, run_id: str) -> str:
 
 
 def end_run(client: MlflowClient, run_id: str, ok: bool) -> None:
+    if not ok and not reachable(client.tracking_uri, timeout=2.0):
+        # The run failed, often because MLflow went away: retrying here would only hide the
+        # first error behind a second wait. The next run's recovery marks this one FAILED.
+        return
     client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
 
 

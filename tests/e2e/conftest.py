@@ -1,0 +1,253 @@
+"""The whole local stack for browser tests, started once per session on free 127.0.0.1 ports.
+
+Prefect's server (scheduler loop 5 s), MLflow's server, the `maskcls` process
+pool with two workers and both deployments, started with flows/stack.py's own
+functions in a temporary MASKCLS_HOME, on a small real subset of the shared
+data. Every run the tests start uses the `smoke` profile: on-demand runs set it
+in the UI's run form, and the scheduled deployment's parameters are set to it
+through the API before its schedule fires.
+
+Chromium is Debian's /usr/bin/chromium, headless, with a fresh profile per
+session. Screenshots of every step go to a temporary folder that is printed at
+the start and the end of the session; the ones the README shows are copied to
+docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flows import stack
+from flows.deploy import FLOW_NAME, ON_DEMAND, SCHEDULED
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "datasets" / "face-mask"
+DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PER_CLASS = 30
+VIEWPORT = {"width": 1440, "height": 900}
+# Generous but bounded: a smoke run takes well under a minute here, start-up included.
+RUN_TIMEOUT_S = 300.0
+UI_TIMEOUT_MS = 30_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def copy_subset(dest: Path, per_class: int = PER_CLASS) -> Path:
+    """``per_class`` real images of each class (every 20th file by sorted name, so not only duplicates)."""
+    for cls in ("with_mask", "without_mask"):
+        files = sorted((SHARED / cls).iterdir())[::20][:per_class]
+        (dest / cls).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy2(f, dest / cls / f.name)
+    return dest
+
+
+@dataclass
+class Stack:
+    """The running stack: URLs, the data subset, and a small Prefect REST client."""
+
+    home: Path
+    prefect_url: str
+    mlflow_url: str
+    data_source: str
+    services: list[stack.Service] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.prefect_url}/api"
+
+    def api(self, method: str, path: str, json: Any = None, ok: tuple[int, ...] = (200, 201, 204)) -> Any:
+        response = httpx.request(method, f"{self.api_url}{path}", json=json, timeout=30, trust_env=False)
+        assert response.status_code in ok, f"{method} {path}: {response.status_code} {response.text[:500]}"
+        return response.json() if response.content else None
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        return self.api("GET", f"/deployments/name/{FLOW_NAME}/{name}")
+
+    def flow_run(self, run_id: str) -> dict[str, Any]:
+        return self.api("GET", f"/flow_runs/{run_id}")
+
+    def flow_runs(self, deployment_id: str, **filters: Any) -> list[dict[str, Any]]:
+        body = {"deployments": {"id": {"any_": [deployment_id]}}, "sort": "EXPECTED_START_TIME_ASC"}
+        if filters:
+            body["flow_runs"] = filters
+        return self.api("POST", "/flow_runs/filter", json=body)
+
+    def task_runs(self, flow_run_id: str) -> list[dict[str, Any]]:
+        return self.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}})
+
+    def wait_run_final(self, run_id: str, timeout: float = RUN_TIMEOUT_S) -> dict[str, Any]:
+        """Poll the API until the run reaches a final state; fail with worker logs if it does not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.flow_run(run_id)
+            if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                return run
+            time.sleep(2)
+        raise AssertionError(
+            f"flow run {run_id} not finished after {timeout:.0f}s (state {run['state_name']});\n"
+            + self.worker_logs()
+        )
+
+    def worker_logs(self, lines: int = 40) -> str:
+        out = []
+        for service in self.services:
+            if service.name.startswith(stack.WORKER_PREFIX):
+                text = service.log_path.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"--- {service.log_path}\n" + "\n".join(text))
+        return "\n".join(out)
+
+
+@pytest.fixture(scope="session")
+def e2e_dir() -> Iterator[Path]:
+    """Temporary folder of the session: MASKCLS_HOME, data subset, screenshots."""
+    root = Path(tempfile.mkdtemp(prefix="maskcls-e2e-"))
+    print(f"\n[e2e] session folder {root}; screenshots in {root / 'screenshots'}", flush=True)
+    yield root
+    print(f"\n[e2e] screenshots in {root / 'screenshots'}", flush=True)
+
+
+@contextlib.contextmanager
+def running_stack(root: Path) -> Iterator[Stack]:
+    """Prefect server + MLflow server + 2 workers + both deployments (scheduled one on `smoke`)."""
+    home = root / "home"
+    subset = copy_subset(root / "data")
+    prefect_port, mlflow_port = free_port(), free_port()
+    prefect_url = f"http://127.0.0.1:{prefect_port}"
+    mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+    st = Stack(home=home, prefect_url=prefect_url, mlflow_url=mlflow_url, data_source=str(subset))
+    try:
+        prefect = stack.start_prefect_server(
+            home,
+            prefect_port,
+            env={
+                # The scheduler looks for deployments to schedule every 5 s, not 60 s.
+                "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            },
+        )
+        st.services.append(prefect)
+        mlflow = stack.start_mlflow_server(home, mlflow_port)
+        st.services.append(mlflow)
+        assert prefect.health_url and mlflow.health_url
+        stack.wait_healthy(prefect.health_url, 180, prefect)
+        stack.run_deploy(home, st.api_url, pool_only=True)
+        worker_env = {
+            # Workers pick up a due run within 2 s; logs reach the UI quickly.
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        workers = [
+            stack.start_worker(home, i, st.api_url, mlflow_url, str(subset), env=worker_env)
+            for i in (1, 2)
+        ]
+        st.services.extend(workers)
+        stack.run_deploy(home, st.api_url, data_source=str(subset))
+        # Scheduled runs take the deployment's parameters: make them smoke runs on the
+        # subset before any schedule that fires often is set (the default cron is weekly).
+        scheduled = st.deployment(SCHEDULED)
+        st.api(
+            "PATCH",
+            f"/deployments/{scheduled['id']}",
+            json={"parameters": {**scheduled["parameters"], "profile": "smoke"}},
+        )
+        stack.wait_healthy(mlflow.health_url, 180, mlflow)
+        for worker in workers:
+            stack.wait_worker_online(worker, st.api_url, timeout=180)
+        yield st
+    finally:
+        # Workers first (they own flow runs), then the servers.
+        for service in sorted(st.services, key=lambda s: not s.name.startswith(stack.WORKER_PREFIX)):
+            service.stop()
+
+
+@pytest.fixture(scope="session")
+def e2e_stack(e2e_dir: Path) -> Iterator[Stack]:
+    with running_stack(e2e_dir) as st:
+        yield st
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    profile = Path(tempfile.mkdtemp(prefix="maskcls-chromium-"))
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport=VIEWPORT,
+        )
+        context.set_default_timeout(UI_TIMEOUT_MS)
+        try:
+            yield context
+        finally:
+            context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    page = browser.new_page()
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+Shot = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def screenshot(e2e_dir: Path) -> Shot:
+    """`screenshot(page, "step-name", docs="prefect-flow-run.png")`: saves a PNG of the page.
+
+    Every step goes to the session folder; with `docs`, it is also copied to docs/screenshots/.
+    """
+    folder = e2e_dir / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    counter = iter(range(1, 1000))
+
+    def take(page: Any, name: str, docs: str | None = None, full_page: bool = False) -> Path:
+        safe = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+        path = folder / f"{next(counter):02d}-{safe}.png"
+        page.screenshot(path=str(path), full_page=full_page)
+        print(f"[e2e] screenshot {path}", flush=True)
+        if docs:
+            DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, DOCS_SCREENSHOTS / docs)
+        return path
+
+    return take
+
+
+__all__ = ["ON_DEMAND", "SCHEDULED", "Stack"]
