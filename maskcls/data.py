@@ -104,14 +104,32 @@ def _is_hidden(rel: Path) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
 
 
+#: Folder names of a source that is already split; such a split is kept.
+PRESET_SIDES = {"train": "train", "test": "test", "val": "val", "validation": "val"}
+
+
+def preset_layout(root: Path) -> bool:
+    """True when root holds ``train/`` and ``test/`` folders (each with class folders)."""
+    names = {p.name.lower() for p in Path(root).iterdir() if p.is_dir()} if Path(root).is_dir() else set()
+    return {"train", "test"} <= names
+
+
+def preset_side(path: str) -> str | None:
+    """The side a file of a pre-split source belongs to (``train/<class>/x.jpg`` -> train)."""
+    first = path.split("/", 1)[0].lower()
+    return PRESET_SIDES.get(first) if "/" in path and path.count("/") == 2 else None
+
+
 def scan(root: Path) -> tuple[list[tuple[str, str]], list[Skipped]]:
     """(relative path, class) of every candidate file, and the files left out with why.
 
-    Classes are the sub-folders of root, sorted; files must sit directly in one.
+    Classes are the sub-folders of root, sorted; files must sit directly in one. A source
+    with ``train/`` and ``test/`` folders has the class folders one level down.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder does not exist")
+    depth = 3 if preset_layout(root) else 2
     candidates: list[tuple[str, str]] = []
     skipped: list[Skipped] = []
     for path in sorted(root.rglob("*")):
@@ -121,13 +139,15 @@ def scan(root: Path) -> tuple[list[tuple[str, str]], list[Skipped]]:
         rel_s = rel.as_posix()
         if _is_hidden(rel):
             skipped.append(Skipped(path=rel_s, reason="hidden file"))
-        elif len(rel.parts) != 2:
-            where = "outside any class folder" if len(rel.parts) == 1 else "nested below a class folder"
+        elif depth == 3 and rel.parts[0].lower() not in PRESET_SIDES:
+            skipped.append(Skipped(path=rel_s, reason="file outside the train/ and test/ folders"))
+        elif len(rel.parts) != depth:
+            where = "outside any class folder" if len(rel.parts) < depth else "nested below a class folder"
             skipped.append(Skipped(path=rel_s, reason=f"file {where}"))
         elif path.suffix.lower() not in IMAGE_SUFFIXES:
             skipped.append(Skipped(path=rel_s, reason=f"unsupported file type {path.suffix or '(none)'!r}"))
         else:
-            candidates.append((rel_s, rel.parts[0]))
+            candidates.append((rel_s, rel.parts[depth - 2]))
     return candidates, skipped
 
 
@@ -339,7 +359,14 @@ def split(manifest: Manifest, cfg: DataConfig) -> Split:
     sides: dict[str, list[Item]] = {"train": [], "val": [], "test": []}
     for idx, item in enumerate(items):
         name = groups[idx]
-        if _unit_hash(cfg.split_seed, "test", name) < cfg.test_fraction:
+        preset = preset_side(item.path)
+        if preset == "test" or preset == "val":
+            sides[preset].append(item)
+        elif preset == "train":
+            # A kept train/ folder still gives whole clusters to validation.
+            is_val = _unit_hash(cfg.split_seed, "val", name) < cfg.val_fraction
+            sides["val" if is_val else "train"].append(item)
+        elif _unit_hash(cfg.split_seed, "test", name) < cfg.test_fraction:
             sides["test"].append(item)
         elif _unit_hash(cfg.split_seed, "val", name) < cfg.val_fraction:
             sides["val"].append(item)

@@ -634,3 +634,30 @@ def test_labels_of_indexes_classes_in_the_given_order() -> None:
     np.testing.assert_array_equal(labels_of(items, ["c", "b", "a"]), [1, 2, 0, 1])
     with pytest.raises(KeyError):
         labels_of(items, ["a", "b"])
+
+
+def test_a_presplit_source_keeps_its_train_and_test_folders(tmp_path):
+    import cv2
+    import numpy as np
+
+    from maskcls.config import DataConfig
+    from maskcls.data import split, validate
+
+    rng = np.random.default_rng(7)
+    for side, n in (("train", 12), ("test", 5)):
+        for cls in ("with_mask", "without_mask"):
+            folder = tmp_path / side / cls
+            folder.mkdir(parents=True)
+            for k in range(n):
+                img = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+                cv2.imwrite(str(folder / f"{k}.png"), img)
+    (tmp_path / "README.txt").write_text("notes")
+    manifest = validate(tmp_path, DataConfig(min_per_class=2))
+    assert manifest.classes == ["with_mask", "without_mask"]
+    assert manifest.counts == {"with_mask": 17, "without_mask": 17}
+    assert [s.path for s in manifest.skipped] == ["README.txt"]
+    result = split(manifest, DataConfig(min_per_class=2, val_fraction=0.2))
+    assert {i.path.split("/")[0] for i in result.test} == {"test"}
+    assert len(result.test) == 10
+    assert {i.path.split("/")[0] for i in result.train + result.val} == {"train"}
+    assert len(result.train) + len(result.val) == 24
