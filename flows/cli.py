@@ -80,6 +80,8 @@ def _isolate_prefect_home() -> None:
         home = Settings.from_env().home / "prefect"
         home.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(home)
+        # The ephemeral server's telemetry write races its own startup ("database is locked").
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _explain(exc: BaseException) -> str:

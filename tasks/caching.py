@@ -116,11 +116,12 @@ def source_identity(source: str) -> str:
     """A cheap identity of a raw source, for the download stage's key.
 
     A folder: (relative path, size, mtime) of every file, so a changed image is noticed.
-    A local file: its size and mtime. A URL: the URL; the download itself asks the
-    server on every run (conditional GET) and later stages are keyed on the content.
+    A local file: its size and mtime. A URL: what the server says of it now (ETag,
+    Last-Modified, length), so new data behind the same URL reruns the download; later
+    stages are keyed on the content itself.
     """
     if source.startswith(("http://", "https://")):
-        return source
+        return url_identity(source)
     path = Path(source.removeprefix("file://")).expanduser()
     if path.is_dir():
         h = hashlib.sha256(str(path.resolve()).encode())
@@ -138,3 +139,24 @@ def source_identity(source: str) -> str:
         st = path.stat()
         return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
     return source
+
+
+def url_identity(url: str, timeout: float = 10.0) -> str:
+    """The URL plus the validators its server reports right now (asked on every run).
+
+    Unreachable servers give the bare URL: a cached download of it is then used, and
+    without one the download stage fails with a message that names the URL.
+    """
+    import httpx
+
+    try:
+        resp = httpx.head(url, timeout=timeout, follow_redirects=True)
+        if resp.status_code == 405:  # HEAD not allowed: ask for nothing but the headers
+            with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as r:
+                resp = r
+        headers = resp.headers
+        return "|".join([url, str(resp.status_code), headers.get("etag", ""), headers.get("last-modified", ""),
+                         headers.get("content-length", "")])
+    except httpx.HTTPError as exc:
+        logger.warning("could not ask %s for changes (%s); using what is cached", url, exc)
+        return url

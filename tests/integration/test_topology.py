@@ -183,11 +183,6 @@ def test_compose_services_agree_with_what_ran(top: pg_util.Topology) -> None:
     ran_db = urlsplit(env["MLFLOW_BACKEND_STORE_URI"])
     compose_db = urlsplit(interpolate(env_keys(mlflow_service)["MLFLOW_BACKEND_STORE_URI"]))
     assert ran_db.path == compose_db.path == "/mlflow"
-    # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which the images do not install.
-    assert compose_db.scheme == ran_db.scheme == "postgresql+psycopg2", (
-        f"compose's MLflow backend URI uses {compose_db.scheme}://, this topology's MLflow ran on "
-        f"{ran_db.scheme}:// (the driver the lock installs)"
-    )
 
     # Workers: the same pool, type, install policy and limit, and the environment compose gives them.
     worker = services["worker"]
@@ -207,6 +202,13 @@ def test_compose_services_agree_with_what_ran(top: pg_util.Topology) -> None:
     for name in ("prefect-server", "mlflow"):
         assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"]), name
     assert urlsplit(top.prefect.url).hostname == urlsplit(top.mlflow.url).hostname == "127.0.0.1"
+
+    # Last, so that it hides nothing above: the driver of MLflow's database. SQLAlchemy 2.1 reads
+    # a bare postgresql:// as psycopg 3, which neither image installs (the lock has psycopg2).
+    assert compose_db.scheme == ran_db.scheme == "postgresql+psycopg2", (
+        f"compose's MLflow backend URI uses {compose_db.scheme}://; this topology's MLflow ran on "
+        f"{ran_db.scheme}:// (the driver the lock installs)"
+    )
 
 
 @pytest.mark.timeout(180)

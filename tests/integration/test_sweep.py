@@ -1,0 +1,217 @@
+"""The sweep: `maskcls sweep` trains a 2-point grid on the smoke profile through the
+Postgres-backed topology (two workers on the `maskcls` pool). One parent MLflow run with two
+nested children; the first point computes the data stages and the second finds them in
+the cache; the champion is the one the promotion rule leaves standing.
+
+The grid helpers are checked first, without servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows import stack
+from flows.deploy import FLOW_NAME, SWEEP, SWEEP_FLOW_NAME, SWEEP_MEMBER
+from flows.sweep import DATA_STAGES, expand_grid, parse_grid, shared_stage, split_values
+from maskcls.config import ConfigError
+
+try:
+    from tests.integration import pg_util
+except ImportError:  # tests/ is not a package
+    import pg_util  # type: ignore[no-redef]
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+REGISTERED_MODEL = "face-mask-classifier"
+PER_CLASS = 30
+RATES = ("1e-3", "3e-3")
+DATA_STAGE_NAMES = [name for name, _ in DATA_STAGES]
+
+
+# --------------------------------------------------------------------------- the grid, no servers
+
+
+def test_grid_options_parse_like_set_and_expand_to_every_combination() -> None:
+    grid = parse_grid(["train.learning_rate=1e-3,3e-4", "train.dense_units=32,64",
+                       "train.conv_filters=[8,8],[16,32]"])
+    assert grid == {"train.learning_rate": [0.001, 0.0003], "train.dense_units": [32, 64],
+                    "train.conv_filters": [[8, 8], [16, 32]]}
+    points = expand_grid(grid)
+    assert len(points) == 8
+    assert points[0] == {"train.learning_rate": 0.001, "train.dense_units": 32, "train.conv_filters": [8, 8]}
+    assert points[-1] == {"train.learning_rate": 0.0003, "train.dense_units": 64, "train.conv_filters": [16, 32]}
+    assert split_values(" a , [1,2] ,b") == ["a", "[1,2]", "b"]
+    for bad in (["train.learning_rate"], ["train.learning_rate=1e-3", "train.learning_rate=2e-3"],
+                ["train.learning_rate="]):
+        with pytest.raises(ConfigError):
+            parse_grid(bad)
+    with pytest.raises(ConfigError):
+        expand_grid({})
+
+
+def test_shared_stage_is_the_last_data_stage_no_grid_key_changes() -> None:
+    assert shared_stage(["train.learning_rate", "train.dense_units"]) == "augment"
+    assert shared_stage(["augment.shift"]) == "preprocess"
+    assert shared_stage(["preprocess.size"]) == "split"
+    assert shared_stage(["data.max_images"]) == "download"
+
+
+def test_cli_sweep_without_a_stack_says_what_to_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    env["MASKCLS_HOME"] = str(tmp_path / "nothing-here")
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "sweep", "--grid", "train.learning_rate=1e-3,3e-4",
+                             "--profile", "smoke"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no Prefect server" in result.stderr and "make up" in result.stderr
+    bad = subprocess.run([sys.executable, "-m", "flows.cli", "sweep", "--grid", "train.nope=1,2"], cwd=REPO,
+                         env={**env, "PREFECT_API_URL": "http://127.0.0.1:9/api"}, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert "does not answer" in bad.stderr
+
+
+# --------------------------------------------------------------------------- a sweep on the topology
+
+
+@pytest.fixture(scope="module")
+def top(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pg_util.Topology]:
+    root = tmp_path_factory.mktemp("sweep")
+    data = pg_util.copy_subset(root / "data", PER_CLASS, offset=100)
+    topology = pg_util.Topology(root=root, data=data, n_workers=2).start()
+    try:
+        yield topology
+    finally:
+        topology.stop()
+
+
+@pytest.fixture(scope="module")
+def sweep(top: pg_util.Topology) -> dict[str, Any]:
+    """`maskcls sweep` from a shell pointed at the stack: the sweep runs in the CLI, its points on the workers."""
+    env = {**os.environ, **top.env()}
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "sweep", "--grid", f"train.learning_rate={','.join(RATES)}",
+         "--profile", "smoke", "--json"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=480,
+    )
+    top.seen |= top.all_processes()
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{top.worker_logs()}"
+    start = result.stdout.index("{\n")
+    return json.loads(result.stdout[start:])
+
+
+@pytest.mark.timeout(600)
+def test_sweep_nests_two_points_shares_data_stages_and_promotes_by_the_rule(
+    top: pg_util.Topology, sweep: dict[str, Any]
+) -> None:
+    from mlflow import MlflowClient
+
+    points = sweep["points"]
+    assert [p["state"] for p in points] == ["Completed", "Completed"], points
+    assert [p["train.learning_rate"] for p in points] == ["0.001", "0.003"]
+
+    # One parent MLflow run, two children nested under it by mlflow.parentRunId.
+    client = MlflowClient(tracking_uri=top.mlflow_url)
+    parent = client.get_run(sweep["mlflow_run_id"])
+    assert parent.data.tags["sweep"] == "true" and parent.info.status == "FINISHED"
+    assert "mlflow.parentRunId" not in parent.data.tags
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 2
+    assert {c.info.run_id for c in children} == {p["mlflow_run_id"] for p in points}
+    by_id = {c.info.run_id: c for c in children}
+    for point in points:
+        child = by_id[point["mlflow_run_id"]]
+        assert child.info.status == "FINISHED"
+        assert float(child.data.params["train.learning_rate"]) == float(point["train.learning_rate"])
+        assert child.data.params["profile"] == "smoke"
+        assert child.data.tags["promotion"] in ("promoted", "not_better")
+    # The summary table and best point are on the parent run.
+    assert "sweep_summary.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    best = max(points, key=lambda p: p["test_accuracy"])
+    assert parent.data.metrics["best_test_accuracy"] == pytest.approx(best["test_accuracy"])
+    assert parent.data.metrics["n_completed"] == 2 and parent.data.metrics["n_failed"] == 0
+
+    # Prefect: the sweep's flow run, with the points as child runs of the sweep-member deployment.
+    sweep_run_id = parent.data.tags["prefect_flow_run_id"]
+    sweep_run = pg_util.api(top.api_url, f"/flow_runs/{sweep_run_id}")
+    assert sweep_run["state"]["type"] == "COMPLETED"
+    flow = pg_util.api(top.api_url, f"/flows/{sweep_run['flow_id']}")
+    assert flow["name"] == SWEEP_FLOW_NAME
+    member = pg_util.api(top.api_url, f"/deployments/name/{FLOW_NAME}/{SWEEP_MEMBER}")
+    assert member["global_concurrency_limit"] is None, "points must not be limited to one at a time"
+    point_runs = [pg_util.api(top.api_url, f"/flow_runs/{c.data.tags['prefect_flow_run_id']}")
+                  for c in sorted(children, key=lambda c: [p["mlflow_run_id"] for p in points].index(c.info.run_id))]
+    parent_tasks = {t["id"] for t in pg_util.api(top.api_url, "/task_runs/filter", data={
+        "flow_runs": {"id": {"any_": [sweep_run_id]}}})}
+    for run in point_runs:
+        assert run["deployment_id"] == member["id"]
+        assert run["parent_task_run_id"] in parent_tasks, "each point is a subflow of the sweep's run"
+        assert run["state"]["type"] == "COMPLETED"
+    # The second point was started while the first still ran: the sweep waits for data, not for runs.
+    first, second = point_runs
+    assert second["created"] < first["end_time"], (first, second)
+
+    # The data stages ran once: in the first point; the second read them all from the cache.
+    first_stages = pg_util.task_run_states(top.api_url, first["id"])
+    second_stages = pg_util.task_run_states(top.api_url, second["id"])
+    assert [first_stages[s] for s in DATA_STAGE_NAMES] == ["Completed"] * 5, first_stages
+    assert [second_stages[s] for s in DATA_STAGE_NAMES] == ["Cached"] * 5, second_stages
+    assert first_stages["train"] == second_stages["train"] == "Completed", "each point trains its own model"
+    assert [p["data_stages_cached"] for p in points] == [0, 5]
+
+    # One champion, and it is the one the promotion rule leaves: no version of the sweep beats it.
+    champion = client.get_model_version_by_alias(REGISTERED_MODEL, "champion")
+    assert sweep["champion"] == {"version": champion.version, "run_id": champion.run_id, "from_sweep": True}
+    assert parent.data.tags["champion_version"] == champion.version
+    versions = {p["mlflow_run_id"]: client.get_model_version(REGISTERED_MODEL, p["model_version"]) for p in points}
+    assert {v.run_id for v in versions.values()} == {p["mlflow_run_id"] for p in points}
+    assert champion.run_id in versions
+    (other,) = [v for v in versions.values() if v.version != champion.version]
+    assert champion.tags["promotion"] == "promoted"
+    if other.tags["promotion"] == "promoted":  # promoted first, then beaten by the champion
+        assert other.tags["promotion_reason"] == "no champion yet"
+        assert champion.tags["promotion_reason"].startswith("better")
+        assert f"champion v{other.version} " in champion.tags["promotion_reason"]
+    else:
+        assert other.tags["promotion"] == "not_better"
+        assert champion.tags["promotion_reason"] == "no champion yet"
+        assert f"champion v{champion.version} " in other.tags["promotion_reason"]
+    min_delta = float(by_id[champion.run_id].data.params["promotion_min_delta"])
+    champion_accuracy = float(champion.tags["test_accuracy"])
+    assert all(float(v.tags["test_accuracy"]) < champion_accuracy + min_delta for v in versions.values())
+    rows = top.pg.query("mlflow", "SELECT version FROM registered_model_aliases WHERE name = %s AND alias = %s",
+                        (REGISTERED_MODEL, "champion"))
+    assert rows == [(int(champion.version),)]
+
+    # The sweep's markdown artifact in Prefect.
+    artifacts = pg_util.api(top.api_url, "/artifacts/filter", data={"artifacts": {"key": {"any_": ["sweep-summary"]}}})
+    assert any(a["flow_run_id"] == sweep_run_id and a["type"] == "markdown" for a in artifacts)
+    markdown = next(a for a in artifacts if a["flow_run_id"] == sweep_run_id)["data"]
+    assert "| point | train.learning_rate |" in markdown and sweep["mlflow_run_id"] in markdown
+
+
+@pytest.mark.timeout(120)
+def test_sweep_deployment_is_registered_for_the_ui(top: pg_util.Topology) -> None:
+    deployment = pg_util.api(top.api_url, f"/deployments/name/{SWEEP_FLOW_NAME}/{SWEEP}")
+    assert deployment["entrypoint"] == "flows/sweep.py:sweep_flow"
+    assert deployment["parameters"].get("source") == str(top.data)
+    properties = deployment["parameter_openapi_schema"]["properties"]
+    assert {"grid", "profile", "source", "max_images", "epochs", "overrides"} <= set(properties)
+    assert all(properties[name].get("description") for name in ("grid", "profile", "source"))
+
+
+@pytest.mark.timeout(180)
+def test_sweep_stack_stops_and_nothing_is_left(top: pg_util.Topology) -> None:
+    seen = top.seen | top.all_processes()
+    assert top.stop() == set()
+    assert [p for p in seen if pg_util.running(p)] == []
+    assert stack.tagged_processes(stack.StackPaths(top.home).tag) == set()
