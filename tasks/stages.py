@@ -244,7 +244,7 @@ def train(arrays: ArraysRecord, augmented: AugmentedRecord, cfg: TrainConfig, se
           run_id: str, tracking_uri: str) -> ModelRecord:
     """Fit the CNN; per-epoch metrics go to the MLflow run as they happen."""
     from maskcls.train import train_model
-    from tasks.tracking import EpochLogger, configure
+    from tasks.tracking import configure, epoch_logger
 
     client = configure(settings)
     val = arrays.sides["val"]
@@ -255,7 +255,7 @@ def train(arrays: ArraysRecord, augmented: AugmentedRecord, cfg: TrainConfig, se
         result = train_model(
             load_array(augmented.x), load_array(augmented.y), x_val, y_val, cfg,
             n_classes=len(arrays.classes), out_path=out,
-            callbacks=[EpochLogger(client, run_id)], log=_logger().info,
+            callbacks=[epoch_logger(client, run_id)], log=_logger().info,
         )
         model_ref = Store(settings.store_dir).put_file("models", out)
     return ModelRecord(

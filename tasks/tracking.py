@@ -189,29 +189,19 @@ def log_dataset(client: MlflowClient, run_id: str, items: list[dict[str, Any]], 
 def _epoch_logger_class() -> type:
     import keras
 
+    def epoch_logger(client: MlflowClient, run_id: str):
+    """A Keras callback that sends per-epoch loss and accuracy (train and validation) to the run.
+
+    Built on demand so that importing this module does not import TensorFlow (a fully
+    cached run never needs it).
+    """
+    import keras
+
     class EpochLogger(keras.callbacks.Callback):
-        """Per-epoch loss and accuracy (train and validation) straight into the MLflow run."""
-
-        def __init__(self, client: MlflowClient, run_id: str) -> None:
-            super().__init__()
-            self.client = client
-            self.run_id = run_id
-
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            log_metrics(self.client, self.run_id, {k: v for k, v in (logs or {}).items()}, step=epoch)
+            log_metrics(client, run_id, dict(logs or {}), step=epoch)
 
-    return EpochLogger
-
-
-def __getattr__(name: str) -> Any:
-    # Keras (TensorFlow) is imported only when training needs EpochLogger: a run that
-    # fails on its input, or MLflow being unreachable, is reported in seconds, not after
-    # a 10 s TensorFlow import.
-    if name == "EpochLogger":
-        cls = _epoch_logger_class()
-        globals()["EpochLogger"] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return EpochLogger()
 
 
 def run_url(settings: Settings, exp_id: str, run_id: str) -> str:

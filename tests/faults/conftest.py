@@ -100,6 +100,12 @@ def servers() -> Iterator[Servers]:
 
     root = Path(tempfile.mkdtemp(prefix="maskcls-faults-"))
     home = root / "servers"
+    reuse = os.environ.get("MASKCLS_FAULTS_SERVERS")  # a developer's running pair: {"api": ..., "mlflow": ...}
+    if reuse:
+        info = json.loads(Path(reuse).read_text())
+        yield Servers(root, None, None, info["api"], info["mlflow"])
+        shutil.rmtree(root, ignore_errors=True)
+        return
     started = []
     try:
         prefect = stack.start_prefect_server(home, free_port())
@@ -179,13 +185,17 @@ class Cli:
     def __init__(self, logs: Path) -> None:
         self.logs = logs
         self.runs: list[CliRun] = []
+        self._lock = threading.Lock()
+        self._n = 0
 
     def start(self, args: list[str], env: dict[str, str], pause: str | None = None,
               marker: Path | None = None, release: Path | None = None) -> CliRun:
         """``pause`` (download|augment|train|register) runs the same CLI through pause_cli.py, which
         stops inside that stage (writing ``marker``) until ``release`` exists or it is killed."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        n = len(self.runs)
+        with self._lock:  # runs may be started from several threads
+            self._n += 1
+            n = self._n
         out, err = self.logs / f"run{n}.out", self.logs / f"run{n}.err"
         if pause:
             assert marker is not None

@@ -12,16 +12,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "datasets" / "face-mask"
-BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
@@ -46,70 +43,21 @@ os.environ.update(SESSION_ENV)
 os.environ.pop("PREFECT_HOME", None)
 
 
-def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}); log {log}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} not healthy after {timeout}s; log {log}:\n{log.read_text()[-3000:]}")
-
-
-class Servers:
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self) -> None:
-        logs = SESSION_DIR / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PREFECT_HOME": str(SESSION_DIR / "prefect")}
-        env.pop("PREFECT_API_URL", None)
-        plog = logs / "prefect.log"
-        prefect = subprocess.Popen(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(PREFECT_PORT)],
-            env=env, stdout=open(plog, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.procs.append(prefect)
-        mlog = logs / "mlflow.log"
-        mlflow = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(MLFLOW_PORT),
-             "--backend-store-uri", f"sqlite:///{SESSION_DIR / 'mlflow.db'}",
-             "--artifacts-destination", str(SESSION_DIR / "mlartifacts"), "--serve-artifacts",
-             "--workers", "1"],
-            env=env, stdout=open(mlog, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.procs.append(mlflow)
-        _wait(f"http://127.0.0.1:{PREFECT_PORT}/api/health", prefect, plog)
-        _wait(f"http://127.0.0.1:{MLFLOW_PORT}/health", mlflow, mlog)
-
-    def stop(self) -> None:
-        import signal
-
-        for p in self.procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in self.procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="session")
 def servers() -> Iterator[dict[str, str]]:
-    s = Servers()
-    s.start()
+    """Prefect's and MLflow's servers, started with the same code as `make up`."""
+    from flows.stack import start_mlflow_server, start_prefect_server, wait_healthy
+
+    prefect = start_prefect_server(SESSION_DIR / "servers", PREFECT_PORT,
+                                   env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    mlflow = start_mlflow_server(SESSION_DIR / "servers", MLFLOW_PORT)
     try:
+        wait_healthy(f"http://127.0.0.1:{PREFECT_PORT}/api/health", 180, prefect)
+        wait_healthy(f"http://127.0.0.1:{MLFLOW_PORT}/health", 180, mlflow)
         yield dict(SESSION_ENV)
     finally:
-        s.stop()
+        for service in (prefect, mlflow):
+            service.stop()
         shutil.rmtree(SESSION_DIR, ignore_errors=True)
 
 
