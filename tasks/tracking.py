@@ -186,10 +186,7 @@ def log_dataset(client: MlflowClient, run_id: str, items: list[dict[str, Any]], 
     )
 
 
-def _epoch_logger_class() -> type:
-    import keras
-
-    def epoch_logger(client: MlflowClient, run_id: str):
+def epoch_logger(client: MlflowClient, run_id: str):
     """A Keras callback that sends per-epoch loss and accuracy (train and validation) to the run.
 
     Built on demand so that importing this module does not import TensorFlow (a fully
