@@ -11,7 +11,7 @@ from prefect.context import get_run_context
 
 from maskcls.config import PipelineConfig, Settings, load_config, parse_overrides
 from tasks import recovery, stages, tracking
-from tasks.caching import source_identity
+from tasks.caching import code_version, source_identity
 from tasks.locking import FcntlLockManager
 
 CACHED_STAGES = ("download", "validate", "split", "preprocess", "augment", "train", "evaluate", "register")
@@ -79,6 +79,8 @@ def train_flow(
         "run_name": prefect_run.name if prefect_run else None,
         "prefect_flow_run_id": str(prefect_run.id) if prefect_run else "",
         "source": source,
+        # One hash over every module a stage's cache key covers: what code made this model.
+        "code_version": code_version(*stages.STAGE_MODULES["register"]),
         **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {}),
     })
     logger.info(f"MLflow run {run_id} in {settings.tracking_uri}; profile {config.profile}")

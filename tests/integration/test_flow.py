@@ -49,6 +49,7 @@ def test_first_run_tracks_everything(first_run, mlflow_client):
     assert run.data.params["dataset_fingerprint"] == first_run["dataset_fingerprint"]
     assert int(run.data.params["n_train_samples"]) == 32 * int(run.data.params["n_train"])
     assert run.data.tags["git_commit"]
+    assert len(run.data.tags["code_version"]) == 16
     assert run.data.tags["cache_hit"] == "false"
     for metric in ("test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc"):
         assert 0.0 <= run.data.metrics[metric] <= 1.0
