@@ -23,8 +23,12 @@ def main() -> None:
     ap.add_argument("--y-train", required=True)
     ap.add_argument("--x-test", required=True)
     ap.add_argument("--y-test", required=True)
-    ap.add_argument("--shift", type=int, default=3)
+    ap.add_argument("--shift", type=int, default=None, help="default: the seed profile's augment.shift")
     args = ap.parse_args()
+    if args.shift is None:
+        from maskcls.config import load_config as _lc
+
+        args.shift = _lc("seed").augment.shift
 
     import keras
 

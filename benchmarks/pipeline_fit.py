@@ -16,8 +16,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     for name in ("x-train", "y-train", "x-val", "y-val", "x-test", "y-test"):
         ap.add_argument(f"--{name}", required=True)
-    ap.add_argument("--shift", type=int, default=3)
+    ap.add_argument("--shift", type=int, default=None, help="default: the seed profile's augment.shift")
     args = ap.parse_args()
+    if args.shift is None:
+        from maskcls.config import load_config as _lc
+
+        args.shift = _lc("seed").augment.shift
 
     from maskcls.augment import augment_labels, augment_to_file
     from maskcls.config import load_config

@@ -171,7 +171,14 @@ def predict(
         raise typer.Exit(1)
 
 
-@app.command()
+SWEEP_HELP = (
+    "Train every combination of a grid on the stack's workers, in parallel, nested under one MLflow run.\n\n"
+    "Needs a running stack whose work pool has workers: `make up`, or PREFECT_API_URL and "
+    "MLFLOW_TRACKING_URI of one. Each combination is a flow run of train-face-mask/sweep-member."
+)
+
+
+@app.command(help=SWEEP_HELP)
 def sweep(
     grid: Annotated[list[str], typer.Option("--grid", help="A setting and the values to try: section.field=v1,v2 "
                                             "(repeatable; every combination is one run), e.g. "
@@ -186,11 +193,7 @@ def sweep(
     timeout_minutes: Annotated[float, typer.Option(help="Give up and cancel unfinished runs after this")] = 720,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
-    """Train every combination of a grid on the stack's workers, in parallel, nested under one MLflow run.
-
-    Needs a running stack (`make up`, or PREFECT_API_URL and MLFLOW_TRACKING_URI of one) whose
-    work pool has workers: each combination is a flow run of train-face-mask/sweep-member.
-    """
+    """Train every combination of a grid on the stack's workers (help: SWEEP_HELP)."""
     import os
 
     from maskcls.config import ConfigError, parse_overrides
@@ -225,12 +228,13 @@ def sweep(
         return
     from rich.table import Table
 
-    table = Table("point", *parsed, "state", "test_accuracy", "version", "promotion", "data cached")
+    table = Table("#", *(k.split(".")[-1] for k in parsed), "state", "test acc", "version", "promotion",
+                  "data cached")
     for row in result["points"]:
         acc = row.get("test_accuracy")
         table.add_row(str(row["point"]), *(str(row[k]) for k in parsed), row["state"],
                       "" if acc is None else f"{acc:.4f}", row.get("model_version") or "",
-                      row.get("promotion") or "", f"{row['data_stages_cached']}/5")
+                      row.get("promotion") or "", f"{row['data_stages_cached']} stages")
     Console().print(table)
     champion = result["champion"]
     Console().print(

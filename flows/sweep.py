@@ -10,7 +10,9 @@ flow creates in experiment `face-mask`.
 Shared work is done once: the first point starts alone, and the others start
 when its data stages (download ... augment, up to the first stage a grid key
 changes) have finished, so they find them in the cache (same MASKCLS_HOME, same
-keys) instead of computing them side by side. Each point registers its model
+keys) instead of computing them side by side. (The training flow's cache-key
+locks would also make a concurrent point wait for the one computing; starting
+the others later keeps them from holding worker slots while they wait.) Each point registers its model
 and moves `champion` by the usual rule (compare-and-set under the promotion
 lock); the sweep then logs a summary table of the points to its MLflow run and
 a markdown artifact to Prefect.
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -134,23 +138,25 @@ def _is_stage_run(name: str, stage: str) -> bool:
     return name == stage or name.startswith(f"{stage}-")
 
 
-def task_states(client: Any, flow_run_id: UUID) -> dict[str, str]:
-    """{task name: state name} of a flow run's task runs (the latest run of each name)."""
+def _task_runs(client: Any, flow_run_id: UUID) -> list[Any]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+
+def task_states(client: Any, flow_run_id: UUID) -> dict[str, str]:
+    """{task name: state name} of a flow run's task runs (the latest run of each name)."""
     states: dict[str, str] = {}
-    for run in sorted(runs, key=lambda r: str(r.created or "")):
+    for run in sorted(_task_runs(client, flow_run_id), key=lambda r: str(r.created or "")):
         if run.state is not None:
             states[run.name.rsplit("-", 1)[0] if "-" in run.name else run.name] = run.state.name
     return states
 
 
 def _stage_done(client: Any, flow_run_id: UUID, stage: str) -> bool:
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return any(_is_stage_run(r.name, stage) and r.state is not None and r.state.is_completed() for r in runs)
+    """The flow run has a completed (computed or Cached) task run of `stage`."""
+    return any(_is_stage_run(r.name, stage) and r.state is not None and r.state.is_completed()
+               for r in _task_runs(client, flow_run_id))
 
 
 def check_pool(client: Any, logger: Any) -> Any:
@@ -183,15 +189,27 @@ def check_pool(client: Any, logger: Any) -> Any:
     return deployment
 
 
-def _cancel(client: Any, flow_run_ids: Sequence[UUID], logger: Any) -> None:
-    """Cancel the points that have not finished (a stopped sweep leaves no orphan runs)."""
+def _cancel(client: Any, flow_run_ids: Sequence[UUID], tag: str, logger: Any) -> None:
+    """Cancel the points that have not finished, so a stopped sweep leaves no run behind.
+
+    Points are found by id and by the sweep's tag: an interrupt can land between the
+    server creating a run and `run_deployment` returning it.
+    """
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
     from prefect.states import Cancelled, Cancelling
 
-    for run_id in flow_run_ids:
+    ids = list(dict.fromkeys(flow_run_ids))
+    try:
+        tagged = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
+        ids += [run.id for run in tagged if run.id not in ids]
+    except Exception as exc:  # noqa: BLE001 - best effort while stopping
+        logger.warning(f"could not list the sweep's runs by tag {tag}: {exc}")
+    for run_id in ids:
         try:
             run = client.read_flow_run(run_id)
             if run.state is None or run.state.is_final():
                 continue
+            # A running point is stopped by its worker; one not started yet never starts.
             state = Cancelling() if run.state.is_running() else Cancelled(message="the sweep stopped")
             client.set_flow_run_state(run_id, state, force=True)
             logger.warning(f"cancelled point run {run.name}")
@@ -240,7 +258,8 @@ def sweep_flow(
     overlap = set(grid) & set(fixed)
     if overlap:
         raise ConfigError(f"{', '.join(sorted(overlap))} is both varied by the grid and fixed by overrides")
-    base: dict[str, Any] = {k: v for k, v in (("data.max_images", max_images), ("train.epochs", epochs)) if v is not None}
+    base: dict[str, Any] = {k: v for k, v in (("data.max_images", max_images), ("train.epochs", epochs))
+                            if v is not None}
     for point in points:  # every point must be a valid config before anything starts
         load_config(profile, {**base, **parse_overrides([f"{k}={v}" for k, v in fixed.items()]), **point})
 
@@ -270,6 +289,9 @@ def sweep_flow(
             "profile": profile,
             "prefect_flow_run_id": str(prefect_run.id) if prefect_run else "",
             "git_commit": tracking.git_commit(),
+            # What tasks/recovery.py reads to fail this run if the sweep's process dies.
+            "host": socket.gethostname(),
+            "pid": str(os.getpid()),
             **({"source": source} if source else {}),
         }).info.run_id
         tracking.log_params(mlflow, parent, {
@@ -281,12 +303,13 @@ def sweep_flow(
         logger.info(f"sweep of {len(points)} points; parent MLflow run {parent} "
                     f"({tracking.run_url(settings, exp_id, parent)})")
         common["parent_run_id"] = parent
+        sweep_tag = f"sweep:{parent}"
 
         def start(index: int, point: dict[str, Any]) -> None:
             parameters = {**common, "overrides": {**fixed, **{k: override_text(v) for k, v in point.items()}}}
             run = run_deployment(
                 MEMBER_DEPLOYMENT, parameters=parameters, timeout=0,
-                flow_run_name=f"{run_name}-{index + 1}", tags=["sweep", f"sweep:{parent}"],
+                flow_run_name=f"{run_name}-{index + 1}", tags=["sweep", sweep_tag],
             )
             runs.append(run)
             logger.info(f"point {index + 1}/{len(points)} ({point_label(point)}): flow run {run.name}")
@@ -317,7 +340,7 @@ def sweep_flow(
             ok = True
         finally:
             if not ok:
-                _cancel(client, [r.id for r in runs], logger)
+                _cancel(client, [r.id for r in runs], sweep_tag, logger)
                 tracking.end_run(mlflow, parent, False)
         stages = {run.id: task_states(client, run.id) for run in runs}
 

@@ -260,7 +260,10 @@ def log_pyfunc(run_id: str, keras_path: Path, settings_path: Path, example_image
         model_file.write_bytes(Path(keras_path).read_bytes())
         settings_file = Path(tmp) / "preprocessing.json"
         settings_file.write_text(Path(settings_path).read_text())
-        with mlflow.start_run(run_id=run_id):
+        # Not `with mlflow.start_run(...)`: leaving that block ends the run FINISHED, so a process
+        # killed later in the flow would leave a run that looks finished. The flow ends the run.
+        mlflow.start_run(run_id=run_id)
+        try:
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(PYFUNC_CODE),
@@ -270,6 +273,8 @@ def log_pyfunc(run_id: str, keras_path: Path, settings_path: Path, example_image
                 input_example=pd.DataFrame({"image": [example_image]}),
                 pip_requirements=pip_requirements(),
             )
+        finally:
+            mlflow.end_run("RUNNING")
     return info.model_uri, info.model_id
 
 

@@ -89,9 +89,28 @@ class Servers:
     api_url: str
     mlflow_url: str
 
+    home: Path | None = None
+
     def env(self, home: Path, **extra: str) -> dict[str, str]:
         return base_env(PREFECT_API_URL=self.api_url, MLFLOW_TRACKING_URI=self.mlflow_url,
                         MASKCLS_HOME=str(home), **extra)
+
+    def restart_prefect(self) -> None:
+        """Stop Prefect's server (SIGTERM, then SIGKILL) and start it again on the same port and database."""
+        from urllib.parse import urlparse
+
+        from flows import stack
+
+        port = urlparse(self.api_url).port
+        if self.prefect is not None:
+            self.prefect.stop()
+        else:  # a developer's reused server: its process group by pid file
+            svc = stack.Service.load(stack.StackPaths(self.home).pid_file(stack.PREFECT_SERVER))
+            assert svc is not None, "cannot find the reused Prefect server's pid file"
+            svc.stop()
+        wait_for(lambda: not stack.port_open("127.0.0.1", port), 30, "the Prefect port to close")
+        self.prefect = stack.start_prefect_server(self.home, port)
+        stack.wait_healthy(self.prefect.health_url, 180, self.prefect)
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +122,7 @@ def servers() -> Iterator[Servers]:
     reuse = os.environ.get("MASKCLS_FAULTS_SERVERS")  # a developer's running pair: {"api": ..., "mlflow": ...}
     if reuse:
         info = json.loads(Path(reuse).read_text())
-        yield Servers(root, None, None, info["api"], info["mlflow"])
+        yield Servers(root, None, None, info["api"], info["mlflow"], Path(info["home"]))
         shutil.rmtree(root, ignore_errors=True)
         return
     started = []
@@ -114,7 +133,9 @@ def servers() -> Iterator[Servers]:
         started.append(mlflow)
         stack.wait_healthy(prefect.health_url, 180, prefect)
         stack.wait_healthy(mlflow.health_url, 180, mlflow)
-        yield Servers(root, prefect, mlflow, f"{prefect.url}/api", mlflow.url)
+        servers = Servers(root, prefect, mlflow, f"{prefect.url}/api", mlflow.url, home)
+        yield servers
+        started[0] = servers.prefect  # restarted by a test: stop the live one
     finally:
         for service in reversed(started):
             with contextlib.suppress(Exception):
@@ -258,7 +279,7 @@ class Misbehaving(http.server.ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files: dict[str, bytes] = {}
-        self.slow: dict[str, float] = {}  # path -> seconds between 16 KiB chunks
+        self.slow: dict[str, float] = {}  # path -> seconds between 64 KiB chunks
         self.requests: list[str] = []
         self.stop_hanging = threading.Event()
 
@@ -301,8 +322,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not delay:
             self.wfile.write(body)
             return
-        for start in range(0, len(body), 16384):
-            self.wfile.write(body[start:start + 16384])
+        for start in range(0, len(body), 65536):
+            self.wfile.write(body[start:start + 65536])
             self.wfile.flush()
             time.sleep(delay)
 
@@ -350,8 +371,11 @@ def model_version_has_artifacts(client, mv, dest: Path) -> bool:
     """The version's model loads as far as its files go: MLmodel and the Keras file are there."""
     import mlflow
 
+    dest = Path(dest) / f"v{mv.version}"
+    dest.mkdir(parents=True, exist_ok=True)
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dest),
+        uri = client.get_model_version_download_uri(mv.name, mv.version)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest),
                                                          tracking_uri=client.tracking_uri))
     except Exception:  # noqa: BLE001 - a missing artifact is exactly what is checked for
         return False

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -197,6 +199,49 @@ def test_sweep_nests_two_points_shares_data_stages_and_promotes_by_the_rule(
     assert any(a["flow_run_id"] == sweep_run_id and a["type"] == "markdown" for a in artifacts)
     markdown = next(a for a in artifacts if a["flow_run_id"] == sweep_run_id)["data"]
     assert "| point | train.learning_rate |" in markdown and sweep["mlflow_run_id"] in markdown
+
+
+@pytest.mark.timeout(480)
+def test_an_interrupted_sweep_cancels_its_points(top: pg_util.Topology, sweep: dict[str, Any]) -> None:
+    """Ctrl-C on `maskcls sweep` while its points train: they are cancelled, the parent run fails."""
+    from mlflow import MlflowClient
+
+    before = {p["flow_run"] for p in sweep["points"]}
+    champion_before = sweep["champion"]["version"]
+    proc = subprocess.Popen(
+        # Long enough that no point can finish before the interrupt.
+        [sys.executable, "-m", "flows.cli", "sweep", "--grid", "train.epochs=300,301", "--profile", "smoke"],
+        cwd=REPO, env={**os.environ, **top.env()}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        points: list[dict] = []
+        while time.monotonic() < deadline:
+            runs = pg_util.api(top.api_url, "/flow_runs/filter", data={"flow_runs": {"tags": {"all_": ["sweep"]}}})
+            points = [r for r in runs if r["name"] not in before]
+            if len(points) == 2 and all(r["state"]["type"] == "RUNNING" for r in points):
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(1)
+        assert len(points) == 2 and all(r["state"]["type"] == "RUNNING" for r in points), points
+        top.seen |= top.all_processes()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert "cancelled point run" in err
+    # Their workers stop them: Cancelling -> Cancelled.
+    final = pg_util.wait_final(top, [r["id"] for r in points], 180)
+    assert sorted(r["state"]["name"] for r in final.values()) == ["Cancelled", "Cancelled"], final
+    client = MlflowClient(tracking_uri=top.mlflow_url)
+    experiment = client.get_experiment_by_name("face-mask")
+    (parent,) = [r for r in client.search_runs([experiment.experiment_id], "tags.sweep = 'true'")
+                 if r.info.run_id != sweep["mlflow_run_id"]]
+    assert parent.info.status == "FAILED"
+    assert client.get_model_version_by_alias(REGISTERED_MODEL, "champion").version == champion_before
 
 
 @pytest.mark.timeout(120)
