@@ -5,7 +5,7 @@
 #
 # Configuration (environment; any extra arguments are appended to
 # `mlflow server` and, being later on the command line, win):
-#   MLFLOW_BACKEND_STORE_URI      required: sqlite:////abs/path/mlflow.db or postgresql://user:pw@host:5432/mlflow
+#   MLFLOW_BACKEND_STORE_URI      required: sqlite:////abs/path/mlflow.db or postgresql+psycopg2://user:pw@host:5432/mlflow
 #   MLFLOW_ARTIFACTS_DESTINATION  required: where served artifacts live (a local path or an object-store URI)
 #   MLFLOW_HOST                   bind address (default 127.0.0.1; 0.0.0.0 inside a container)
 #   MLFLOW_PORT                   port (default 5000)
@@ -17,7 +17,7 @@
 #   MLFLOW_BIN                    the mlflow executable (default: `mlflow` on PATH)
 set -euo pipefail
 
-: "${MLFLOW_BACKEND_STORE_URI:?set MLFLOW_BACKEND_STORE_URI, e.g. sqlite:////data/mlflow.db or postgresql://user:pw@postgres:5432/mlflow}"
+: "${MLFLOW_BACKEND_STORE_URI:?set MLFLOW_BACKEND_STORE_URI, e.g. sqlite:////data/mlflow.db or postgresql+psycopg2://user:pw@postgres:5432/mlflow}"
 : "${MLFLOW_ARTIFACTS_DESTINATION:?set MLFLOW_ARTIFACTS_DESTINATION, e.g. /mlartifacts}"
 host="${MLFLOW_HOST:-127.0.0.1}"
 port="${MLFLOW_PORT:-5000}"

@@ -91,23 +91,23 @@ def test_four_runs_at_once_all_complete(four):
 
 
 def test_each_cache_key_is_computed_once(four):
-    by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
+    """Stages with the same inputs (the same cache key) ran once: one task run Completed, the others Cached."""
+    run_name = {i: name for name, i in four["ids"].items()}
+    states: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for t in four["tasks"]:
         stage = t["name"].rsplit("-", 1)[0]
         if stage in CACHED_STAGES:
-            assert t["cache_key"], t["name"]
-            by_key[(stage, t["cache_key"])].append(t["state"]["name"])
-    # shared upstream stages: one key for all four runs
+            states[stage][run_name[t["flow_run_id"]]].append(t["state"]["name"])
+    for stage in CACHED_STAGES:
+        assert all(len(v) == 1 for v in states[stage].values()) and len(states[stage]) == 4, (stage, states[stage])
+    one = {stage: {run: v[0] for run, v in by_run.items()} for stage, by_run in states.items()}
+    # the data stages have one key for all four runs
     for stage in ("download", "validate", "split", "preprocess", "augment"):
-        keys = [k for k in by_key if k[0] == stage]
-        assert len(keys) == 1, (stage, keys)
-        assert len(by_key[keys[0]]) == 4
-    for key, states in by_key.items():
-        assert sorted(states).count("Completed") == 1, (key, states)
-        assert all(s in ("Completed", "Cached") for s in states), (key, states)
-    # the identical pair: one trained and registered, the other read all of it
-    trains = [k for k in by_key if k[0] == "train"]
-    assert len(trains) == 3 and sorted(len(by_key[k]) for k in trains) == [1, 1, 2]
+        assert sorted(one[stage].values()) == ["Cached", "Cached", "Cached", "Completed"], (stage, one[stage])
+    # training onwards: the identical pair shares its keys, the other two have their own
+    for stage in ("train", "evaluate", "register"):
+        assert sorted([one[stage]["a"], one[stage]["a-again"]]) == ["Cached", "Completed"], (stage, one[stage])
+        assert one[stage]["fewer-epochs"] == one[stage]["other-lr"] == "Completed", (stage, one[stage])
 
 
 def _classifier(client, mv, dest: Path):

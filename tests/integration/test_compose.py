@@ -155,7 +155,8 @@ def test_mlflow_runs_the_shared_start_script_on_postgres(services: dict[str, Any
         assert key in script, key
     assert (env["MLFLOW_HOST"], env["MLFLOW_PORT"]) == ("0.0.0.0", "5000")
     backend = urlsplit(env["MLFLOW_BACKEND_STORE_URI"])
-    assert backend.scheme == "postgresql"
+    # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed.
+    assert backend.scheme == "postgresql+psycopg2"
     assert (backend.hostname, backend.port, backend.path) == ("postgres", 5432, "/mlflow")
     artifacts = env["MLFLOW_ARTIFACTS_DESTINATION"]
     assert any(v.startswith("mlflow-artifacts:") and v.split(":")[1] == artifacts for v in mlflow["volumes"])
