@@ -40,7 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.deploy import DEPLOYMENT_NAMES, FLOW_NAME, POOL_NAME, POOL_ONLY_FLAG
+from flows.deploy import (
+    DEPLOYMENT_NAMES,
+    FLOW_NAME,
+    POOL_NAME,
+    POOL_ONLY_FLAG,
+    SWEEP,
+    SWEEP_FLOW_NAME,
+    SWEEP_MEMBER,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MLFLOW_START_SCRIPT = "mlflow/start.sh"
@@ -926,7 +934,8 @@ def up(config: StackConfig) -> dict[str, Service]:
         f"Prefect API:  {config.api_url}\n"
         f"MLflow UI:    {config.mlflow_url}\n"
         f"Work pool:    {POOL_NAME} ({len(workers)} workers)\n"
-        f"Deployments:  {', '.join(f'{FLOW_NAME}/{n}' for n in DEPLOYMENT_NAMES)}"
+        f"Deployments:  {', '.join(f'{FLOW_NAME}/{n}' for n in (*DEPLOYMENT_NAMES, SWEEP_MEMBER))}, "
+        f"{SWEEP_FLOW_NAME}/{SWEEP}"
         f"{'' if deploy_needed else ' (already registered)'}\n"
         f"Data source:  {config.data_source or '(the pinned default download)'}\n"
         f"Logs:         {paths.logs}\n"
