@@ -31,19 +31,35 @@ def make_dataset(
     seed: int,
     n_classes: int,
 ) -> tf.data.Dataset:
-    """Batches of (float32 in [0, 1], label) gathered from a uint8 array."""
-    xs = tf.constant(np.asarray(x))
-    ys = tf.constant(np.asarray(y, dtype=np.float32 if n_classes == 2 else np.int64))
-    n = int(xs.shape[0])
-    ds = tf.data.Dataset.range(n)
-    if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    """Batches of (float32 in [0, 1], label) gathered from a uint8 array (a memmap is fine).
 
-    def gather(idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return tf.cast(tf.gather(xs, idx), tf.float32) * (1.0 / 255.0), tf.gather(ys, idx)
+    Batches are gathered in Python from ``x`` itself, so TensorFlow never holds a copy of
+    the whole array (capturing it as a tensor would copy it into the dataset graph); the
+    scaling to float happens per batch inside tf.data.
+    """
+    n = len(x)
+    labels = np.asarray(y, dtype=np.float32 if n_classes == 2 else np.int64)
+    rng = np.random.default_rng(seed)
 
-    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    def batches():
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        for start in range(0, n, batch_size):
+            # Sorted indices read the memory-mapped file front to back within a batch.
+            idx = np.sort(order[start : start + batch_size])
+            yield np.asarray(x[idx]), labels[idx]
+
+    spec = (
+        tf.TensorSpec(shape=(None, *x.shape[1:]), dtype=tf.uint8),
+        tf.TensorSpec(shape=(None,), dtype=tf.float32 if n_classes == 2 else tf.int64),
+    )
+    steps = -(-n // batch_size)
+    ds = tf.data.Dataset.from_generator(batches, output_signature=spec)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+
+    def scale(xb: tf.Tensor, yb: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.cast(xb, tf.float32) * (1.0 / 255.0), yb
+
+    return ds.map(scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 class ProgressLogger(keras.callbacks.Callback):
