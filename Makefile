@@ -11,11 +11,13 @@ ARGS ?=
 
 venv: $(STAMP)
 
+# Progress goes to stderr so that `make bench` prints nothing but its JSON on stdout.
 $(STAMP): requirements.lock pyproject.toml
+	@echo "installing .venv from requirements.lock" >&2
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install --python $(BIN)/python -q -r requirements.lock
-	$(BIN)/uv pip install --python $(BIN)/python -q --no-deps -e .
+	@$(BIN)/python -m pip install -q "uv==$(UV_VERSION)" >&2
+	@$(BIN)/uv pip install --python $(BIN)/python -q -r requirements.lock >&2
+	@$(BIN)/uv pip install --python $(BIN)/python -q --no-deps -e . >&2
 	@touch $(STAMP)
 
 ## Train the default profile (MASKCLS_DATA_SOURCE picks the data; ARGS="--profile seed" etc.)
@@ -31,7 +33,7 @@ test-unit: $(STAMP)
 
 ## Full-size measurements, one JSON object on stdout
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py $(ARGS)
+	@$(BIN)/python benchmarks/run.py $(ARGS)
 
 ## Re-resolve the lock file from pyproject.toml
 lock:

@@ -133,7 +133,8 @@ def main() -> None:
                 "steps_per_execution": {"pipeline": 32, "naive": 1},
                 "input": {"pipeline": "uint8 array, batches gathered and scaled to float32 in tf.data",
                           "naive": "whole augmented set as float32 numpy in memory"},
-                "validation": {"pipeline": "held-out near-duplicate clusters, not augmented (444 images)",
+                "validation": {"pipeline": f"held-out near-duplicate clusters, not augmented "
+                                           f"({sum(counts['val'].values())} images)",
                                "naive": "validation_split=0.2: last 20% of the augmented samples"},
                 "same": "model (seed profile), batch 16, Adam 1e-5, L2, images, seed",
             },
