@@ -92,8 +92,9 @@ class Servers:
     home: Path | None = None
 
     def env(self, home: Path, **extra: str) -> dict[str, str]:
-        return base_env(PREFECT_API_URL=self.api_url, MLFLOW_TRACKING_URI=self.mlflow_url,
-                        MASKCLS_HOME=str(home), **extra)
+        """A run's environment on these servers; ``extra`` wins (e.g. another MLFLOW_TRACKING_URI)."""
+        return base_env(**{"PREFECT_API_URL": self.api_url, "MLFLOW_TRACKING_URI": self.mlflow_url,
+                           "MASKCLS_HOME": str(home), **extra})
 
     def restart_prefect(self) -> None:
         """Stop Prefect's server (SIGTERM, then SIGKILL) and start it again on the same port and database."""

@@ -19,6 +19,20 @@ from tests.faults import crafting
 from .conftest import Cli, Servers, assert_clear_error, free_port, wait_for
 
 
+@pytest.fixture(scope="module")
+def own_mlflow(tmp_path_factory):
+    """An MLflow server of this module's own, to be killed. Started first, so it boots while the
+    first test runs."""
+    from flows import stack
+
+    home = tmp_path_factory.mktemp("own-mlflow")
+    service = stack.start_mlflow_server(home, free_port())
+    try:
+        yield home, service
+    finally:
+        _kill_service(service)
+
+
 @pytest.fixture
 def black_hole():
     """A TCP port that accepts connections (the kernel's backlog) and never answers."""
@@ -31,7 +45,8 @@ def black_hole():
         s.close()
 
 
-def test_unreachable_mlflow_is_a_clear_error_before_any_work(servers: Servers, black_hole, tmp_path, cli: Cli):
+def test_unreachable_mlflow_is_a_clear_error_before_any_work(own_mlflow, servers: Servers, black_hole, tmp_path,
+                                                             cli: Cli):
     data = crafting.copy_subset(tmp_path / "photos", 6)
     refused = f"http://127.0.0.1:{free_port()}"
     runs = {}
@@ -57,16 +72,17 @@ def _kill_service(service) -> None:
         pass
 
 
-def test_mlflow_going_away_mid_run_fails_cleanly(servers: Servers, tmp_path, cli: Cli):
+def test_mlflow_going_away_mid_run_fails_cleanly(own_mlflow, servers: Servers, tmp_path, cli: Cli):
+    from urllib.parse import urlparse
+
     from mlflow import MlflowClient
 
     from flows import stack
     from tasks.recovery import recover
 
     data = crafting.copy_subset(tmp_path / "photos", 10)
-    mhome = tmp_path / "mlflow-home"
-    port = free_port()
-    mlflow_server = stack.start_mlflow_server(mhome, port)
+    mhome, mlflow_server = own_mlflow
+    port = urlparse(mlflow_server.url).port
     try:
         stack.wait_healthy(mlflow_server.health_url, 180, mlflow_server)
         home = tmp_path / "home"

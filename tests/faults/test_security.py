@@ -78,7 +78,7 @@ _SECRET_PATTERNS = [
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
     re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"),
     re.compile(r"\bxox[baprs]-[A-Za-z0-9-]{10,}"),
-    # password = "literal" in code or config (a quoted literal, not a variable or a ${...} reference)
+    # a quoted literal assigned to a password-like name in code or config (not a variable or ${...})
     re.compile(r"""(?i)(?:password|passwd|secret|api_?key|token)\w*["']?\s*[:=]\s*["']([^"'\s$<{]{4,})["']"""),
     # PASSWORD=literal in env files, compose, shell and Dockerfiles
     re.compile(r"""^\s*(?:export\s+|ENV\s+|-\s+)?[A-Z0-9_]*(?:PASSWORD|SECRET|TOKEN|API_KEY)[A-Z0-9_]*\s*[=:]\s*"""
