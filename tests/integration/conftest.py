@@ -92,6 +92,15 @@ def first_run(servers, subset) -> dict:
     return train_flow(profile="smoke", source=str(subset))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _first_run_comes_first(request) -> None:
+    """Make the first integration test of the session run `first_run` before anything else
+    touches the shared servers and cache, so it really is the first (cold, version 1)."""
+    if any("tests/integration" in str(item.fspath) and "first_run" in item.fixturenames
+           for item in request.session.items):
+        request.getfixturevalue("first_run")
+
+
 def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(

@@ -152,10 +152,11 @@ def test_altered_or_missing_cache_file_is_recomputed(first_run, subset, servers)
     from flows.train import train_flow
 
     store = Path(servers["MASKCLS_HOME"]) / "store"
-    augmented = sorted((store / "augmented").glob("*.npy"), key=lambda p: p.stat().st_size)[-1]
-    data = bytearray(augmented.read_bytes())
-    data[-1] ^= 0xFF
-    augmented.write_bytes(bytes(data))
+    # Alter every augmented array in the store (other tests' too: they must recompute as well).
+    for augmented in (store / "augmented").glob("*.npy"):
+        data = bytearray(augmented.read_bytes())
+        data[-1] ^= 0xFF
+        augmented.write_bytes(bytes(data))
     result = train_flow(profile="smoke", source=str(subset))
     assert result["stages"]["augment"] == "Completed"
     assert result["stages"]["preprocess"] == "Cached"
