@@ -50,6 +50,7 @@ VIEWPORT = {"width": 1440, "height": 900}
 # Generous but bounded: a smoke run takes well under a minute here, start-up included.
 RUN_TIMEOUT_S = 300.0
 UI_TIMEOUT_MS = 30_000
+NOT_LOOPBACK = re.compile(r"^(https?|wss?)://(?!(127\.0\.0\.1|localhost)[:/])")
 
 
 def free_port() -> int:
@@ -81,6 +82,16 @@ class Stack:
     @property
     def api_url(self) -> str:
         return f"{self.prefect_url}/api"
+
+    @property
+    def prefect_ui(self) -> str:
+        """Base URL of the UI a new browser gets (3.8.8: the React UI under /v2).
+
+        Only "/" redirects to it; a deep link without the prefix opens the old UI.
+        """
+        settings = httpx.get(f"{self.prefect_url}/ui-settings", timeout=10, trust_env=False).json()
+        base = settings[f"{settings['default_ui']}_base_url"] or "/"
+        return f"{self.prefect_url}{base.rstrip('/')}"
 
     def api(self, method: str, path: str, json: Any = None, ok: tuple[int, ...] = (200, 201, 204)) -> Any:
         response = httpx.request(method, f"{self.api_url}{path}", json=json, timeout=30, trust_env=False)
@@ -124,13 +135,27 @@ class Stack:
         return "\n".join(out)
 
 
+_SESSION_DIRS: list[Path] = []
+
+
 @pytest.fixture(scope="session")
 def e2e_dir() -> Iterator[Path]:
-    """Temporary folder of the session: MASKCLS_HOME, data subset, screenshots."""
+    """Temporary folder of the session: MASKCLS_HOME (stack logs too), data subset, screenshots.
+
+    Kept after the session, so the screenshots and logs can be looked at.
+    """
     root = Path(tempfile.mkdtemp(prefix="maskcls-e2e-"))
+    _SESSION_DIRS.append(root)
     print(f"\n[e2e] session folder {root}; screenshots in {root / 'screenshots'}", flush=True)
     yield root
-    print(f"\n[e2e] screenshots in {root / 'screenshots'}", flush=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print where this session's screenshots and service logs are, with or without -s."""
+    for root in _SESSION_DIRS:
+        terminalreporter.write_sep("-", "e2e browser tests")
+        terminalreporter.write_line(f"screenshots: {root / 'screenshots'}")
+        terminalreporter.write_line(f"service logs: {root / 'home' / 'stack' / 'logs'}")
 
 
 @contextlib.contextmanager
@@ -208,6 +233,10 @@ def browser() -> Iterator[Any]:
             viewport=VIEWPORT,
         )
         context.set_default_timeout(UI_TIMEOUT_MS)
+        expect_timeout(UI_TIMEOUT_MS)
+        # No network here, and the tests must not depend on it: anything not on loopback
+        # (Prefect's UI asks amplitude.com for a session-replay config) fails at once.
+        context.route(NOT_LOOPBACK, lambda route: route.abort())
         try:
             yield context
         finally:
@@ -215,13 +244,34 @@ def browser() -> Iterator[Any]:
             shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
+def page(browser: Any, request: Any, e2e_dir: Path) -> Iterator[Any]:
+    """A fresh tab; on failure, a screenshot of what it showed is saved next to the others."""
     page = browser.new_page()
     try:
         yield page
     finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed and not page.is_closed():
+            path = e2e_dir / "screenshots" / f"FAILED-{request.node.name}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(path), full_page=True)
+                print(f"[e2e] failure screenshot {path}", flush=True)
         page.close()
+
+
+def expect_timeout(ms: int) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=ms)
 
 
 Shot = Callable[..., Path]
@@ -239,6 +289,10 @@ def screenshot(e2e_dir: Path) -> Shot:
 
     def take(page: Any, name: str, docs: str | None = None, full_page: bool = False) -> Path:
         safe = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+        # Let pending requests land so the picture shows data, not loading placeholders
+        # (both UIs poll, so "idle" may never come: bounded).
+        with contextlib.suppress(Exception):
+            page.wait_for_load_state("networkidle", timeout=5_000)
         path = folder / f"{next(counter):02d}-{safe}.png"
         page.screenshot(path=str(path), full_page=full_page)
         print(f"[e2e] screenshot {path}", flush=True)
@@ -248,6 +302,43 @@ def screenshot(e2e_dir: Path) -> Shot:
         return path
 
     return take
+
+
+@pytest.fixture(scope="session")
+def on_demand_runs(e2e_stack: Stack, browser: Any, screenshot: Shot) -> list[dict[str, Any]]:
+    """Two runs of `on-demand`, each started as a person would: deployment page -> Run ->
+    Custom run -> profile `smoke` -> Submit; both waited for (API) and returned, oldest first.
+
+    The second run has the same data, config and code as the first, so its stages come
+    from the cache.
+    """
+    from .ui import custom_run, open_deployment, submit_run, wait_until
+
+    deployment = e2e_stack.deployment(ON_DEMAND)
+    page = browser.new_page()
+    runs = []
+    try:
+        for attempt in (1, 2):
+            known = {r["id"] for r in e2e_stack.flow_runs(deployment["id"])}
+            open_deployment(page, e2e_stack.prefect_ui, ON_DEMAND)
+            custom_run(page, "smoke", e2e_stack.data_source)
+            screenshot(page, f"on-demand run form {attempt}", full_page=True)
+            submit_run(page)
+            new = wait_until(
+                lambda: [r for r in e2e_stack.flow_runs(deployment["id"]) if r["id"] not in known],
+                30, 1, "the flow run created by Submit",
+            )
+            assert len(new) == 1, f"one Submit created {len(new)} runs"
+            assert new[0]["parameters"].get("profile") == "smoke", new[0]["parameters"]
+            final = e2e_stack.wait_run_final(new[0]["id"])
+            assert final["state_type"] == "COMPLETED", (
+                f"run {final['name']} ended {final['state_name']}: "
+                f"{(final.get('state') or {}).get('message')}\n{e2e_stack.worker_logs()}"
+            )
+            runs.append(final)
+    finally:
+        page.close()
+    return runs
 
 
 __all__ = ["ON_DEMAND", "SCHEDULED", "Stack"]
