@@ -8,14 +8,17 @@ in the UI's run form, and the scheduled deployment's parameters are set to it
 through the API before its schedule fires.
 
 Chromium is Debian's /usr/bin/chromium, headless, with a fresh profile per
-session. Screenshots of every step go to a temporary folder that is printed at
-the start and the end of the session; the ones the README shows are copied to
-docs/screenshots/.
+session and no way off loopback. Screenshots of every step (and of the page of a
+failed test) go to a temporary folder, printed in pytest's terminal summary
+together with the services' logs. With MASKCLS_E2E_DOCS=1 the ones the README
+shows are also copied to docs/screenshots/ (off by default, so that `make test`
+does not rewrite tracked images on every run).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import socket
@@ -281,7 +284,8 @@ Shot = Callable[..., Path]
 def screenshot(e2e_dir: Path) -> Shot:
     """`screenshot(page, "step-name", docs="prefect-flow-run.png")`: saves a PNG of the page.
 
-    Every step goes to the session folder; with `docs`, it is also copied to docs/screenshots/.
+    Every step goes to the session folder; with `docs` and MASKCLS_E2E_DOCS=1, it is
+    also copied to docs/screenshots/ under that name.
     """
     folder = e2e_dir / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
@@ -296,7 +300,7 @@ def screenshot(e2e_dir: Path) -> Shot:
         path = folder / f"{next(counter):02d}-{safe}.png"
         page.screenshot(path=str(path), full_page=full_page)
         print(f"[e2e] screenshot {path}", flush=True)
-        if docs:
+        if docs and os.environ.get("MASKCLS_E2E_DOCS") == "1":
             DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, DOCS_SCREENSHOTS / docs)
         return path
@@ -322,7 +326,8 @@ def on_demand_runs(e2e_stack: Stack, browser: Any, screenshot: Shot) -> list[dic
             known = {r["id"] for r in e2e_stack.flow_runs(deployment["id"])}
             open_deployment(page, e2e_stack.prefect_ui, ON_DEMAND)
             custom_run(page, "smoke", e2e_stack.data_source)
-            screenshot(page, f"on-demand run form {attempt}", full_page=True)
+            screenshot(page, f"on-demand run form {attempt}", full_page=True,
+                       docs="prefect-run-form.png" if attempt == 1 else None)
             submit_run(page)
             new = wait_until(
                 lambda: [r for r in e2e_stack.flow_runs(deployment["id"]) if r["id"] not in known],
@@ -340,5 +345,3 @@ def on_demand_runs(e2e_stack: Stack, browser: Any, screenshot: Shot) -> list[dic
         page.close()
     return runs
 
-
-__all__ = ["ON_DEMAND", "SCHEDULED", "Stack"]
