@@ -24,9 +24,21 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/maskcls train $(ARGS)
 
-## Run the whole test suite (unit, integration, e2e)
+# Each group runs in a pytest process of its own: the browser tests' event loop, the
+# fault tests' servers and the stack tests' work pools never meet another group's state.
+# Within a group, tests that need servers share one stack started once per session.
+TEST_GROUPS := tests/unit \
+	tests/faults \
+	"tests/integration --ignore=tests/integration/test_stack.py --ignore=tests/integration/test_sweep.py --ignore=tests/integration/test_topology.py" \
+	"tests/integration/test_stack.py tests/integration/test_sweep.py tests/integration/test_topology.py" \
+	tests/e2e
+
+## Run the whole test suite (unit, faults, integration, e2e); ARGS="tests/unit -q" runs a part
 test: $(STAMP)
-	$(BIN)/python -m pytest $(ARGS)
+	@if [ -n "$(ARGS)" ]; then $(BIN)/python -m pytest $(ARGS); else \
+	  failed=0; for group in $(TEST_GROUPS); do \
+	    echo "== pytest $$group" >&2; $(BIN)/python -m pytest $$group || failed=1; \
+	  done; exit $$failed; fi
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(ARGS)
