@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Optional
 
 import anyio
@@ -116,45 +117,46 @@ class FcntlLockManager(LockManager):
         return True
 
     # ------------------------------------------------------------------ LockManager
-    def acquire_lock(self, key: str, holder: str, acquire_timeout: Optional[float] = None,
-                     hold_timeout: Optional[float] = None) -> bool:
-        if self._holds(key, holder):
-            return True
+    def _waits(self, acquire_timeout: Optional[float]) -> Iterator[float]:
+        """Back-off sleeps between attempts, ending when ``acquire_timeout`` runs out."""
         deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
         delay = _POLL_FIRST
         while True:
-            fd = self._try(key)
-            if fd is not None:
-                self._took(key, holder, fd)
-                return True
-            if deadline is not None:
+            if deadline is None:
+                yield delay
+            else:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return False
-                time.sleep(min(delay, left))
-            else:
-                time.sleep(delay)
+                    return
+                yield min(delay, left)
             delay = min(delay * 1.5, _POLL_MAX)
+
+    def _attempt(self, key: str, holder: str) -> bool:
+        fd = self._try(key)
+        if fd is None:
+            return False
+        self._took(key, holder, fd)
+        return True
+
+    def acquire_lock(self, key: str, holder: str, acquire_timeout: Optional[float] = None,
+                     hold_timeout: Optional[float] = None) -> bool:
+        if self._holds(key, holder) or self._attempt(key, holder):
+            return True
+        for wait in self._waits(acquire_timeout):
+            time.sleep(wait)
+            if self._attempt(key, holder):
+                return True
+        return False
 
     async def aacquire_lock(self, key: str, holder: str, acquire_timeout: Optional[float] = None,
                             hold_timeout: Optional[float] = None) -> bool:
-        if self._holds(key, holder):
+        if self._holds(key, holder) or self._attempt(key, holder):
             return True
-        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
-        delay = _POLL_FIRST
-        while True:
-            fd = self._try(key)
-            if fd is not None:
-                self._took(key, holder, fd)
+        for wait in self._waits(acquire_timeout):
+            await anyio.sleep(wait)
+            if self._attempt(key, holder):
                 return True
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                await anyio.sleep(min(delay, left))
-            else:
-                await anyio.sleep(delay)
-            delay = min(delay * 1.5, _POLL_MAX)
+        return False
 
     def release_lock(self, key: str, holder: str) -> None:
         with self._mutex:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from .pg_util import copy_subset  # noqa: F401 - shared with the topology tests
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "datasets" / "face-mask"
 
@@ -59,16 +61,6 @@ def servers() -> Iterator[dict[str, str]]:
         for service in (prefect, mlflow):
             service.stop()
         shutil.rmtree(SESSION_DIR, ignore_errors=True)
-
-
-def copy_subset(dest: Path, per_class: int, offset: int = 0) -> Path:
-    """A small real subset of the shared data: ``per_class`` files of each class, by sorted name."""
-    for cls in ("with_mask", "without_mask"):
-        files = sorted((SHARED / cls).iterdir())[offset : offset + per_class]
-        (dest / cls).mkdir(parents=True, exist_ok=True)
-        for f in files:
-            shutil.copy2(f, dest / cls / f.name)
-    return dest
 
 
 @pytest.fixture(scope="session")
