@@ -59,7 +59,7 @@ def last_json(text: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    from flows.stack import start_mlflow_server, start_prefect_server, wait_healthy
+    from stack import start_mlflow_server, start_prefect_server, wait_healthy
 
     bench_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="maskcls-bench-"))

@@ -1,53 +1,51 @@
-"""Register the training flow's deployments on the `maskcls` process work pool.
+"""Register every deployment in maskcls/names.py on the `maskcls` process work pool.
 
-Run by `python -m flows.stack up` and by docker-compose's one-shot `deploy`
-service: `python flows/deploy.py` (PREFECT_API_URL must point at the server).
+Run by `python -m stack up` and by docker-compose's one-shot `deploy` service:
+`python flows/deploy.py` (PREFECT_API_URL must point at the server).
 
 - `train-face-mask/on-demand`: no schedule; pressed from the UI's run form,
   whose fields (with descriptions) come from `train_flow`'s signature and docstring.
 - `train-face-mask/scheduled-retrain`: cron `MASKCLS_RETRAIN_CRON`
   (default weekly, "0 3 * * 0") in `MASKCLS_RETRAIN_TZ` (default UTC).
+- `train-face-mask/sweep-member`: one point of a sweep, no concurrency limit.
+- `sweep-face-mask/sweep`: a grid of training runs on the pool's workers.
 
-Both load the flow from this project directory (`flow.from_source` with a local
-path: no image is built and nothing is pushed; the process worker runs it from
-the same path) and allow one run at a time, cancelling a new run while one runs.
-Re-running this script updates the deployments in place.
+All four load their flow from this project directory (`flow.from_source` with a
+local path: no image is built and nothing is pushed; the process worker runs it
+from the same path); all but sweep-member allow one run at a time, cancelling a
+new run while one runs. Re-running this script updates the deployments in place.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
+
+import typer
+
+from maskcls.config import Settings
+from maskcls.names import (
+    FLOW_NAME,
+    ON_DEMAND,
+    POOL_NAME,
+    POOL_ONLY_FLAG,
+    SCHEDULED,
+    SWEEP,
+    SWEEP_FLOW_NAME,
+    SWEEP_MEMBER,
+)
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig
 
-# Prefect is imported inside the functions so that flows.stack can read these
-# names without paying for Prefect's import in every `status`/`down`.
+# Prefect is imported inside the functions so that `--help` and the work-pool-only
+# call do not pay for more of Prefect than they use.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = "flows/train.py:train_flow"
-FLOW_NAME = "train-face-mask"
-POOL_NAME = "maskcls"
-ON_DEMAND = "on-demand"
-SCHEDULED = "scheduled-retrain"
-DEPLOYMENT_NAMES = (ON_DEMAND, SCHEDULED)
-# The sweep (flows/sweep.py): its own flow and deployment, and a deployment of the
-# training flow for its points, without on-demand's one-run limit so that the
-# pool's workers train several points at once.
-SWEEP_MEMBER = "sweep-member"
-SWEEP_FLOW_NAME = "sweep-face-mask"
-SWEEP = "sweep"
 SWEEP_ENTRYPOINT = "flows/sweep.py:sweep_flow"
-DEFAULT_RETRAIN_CRON = "0 3 * * 0"
-DEFAULT_RETRAIN_TZ = "UTC"
 TAGS = ["maskcls"]
-POOL_ONLY_FLAG = "--pool-only"
 
 
 @dataclass(frozen=True)

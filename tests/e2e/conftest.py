@@ -32,8 +32,8 @@ from typing import Any
 import httpx
 import pytest
 
-from flows import stack
-from flows.deploy import FLOW_NAME, ON_DEMAND, SCHEDULED
+import stack
+from maskcls.names import FLOW_NAME, ON_DEMAND, SCHEDULED
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "datasets" / "face-mask"

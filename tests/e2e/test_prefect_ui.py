@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from flows.deploy import ON_DEMAND
+from maskcls.names import ON_DEMAND
 
 from .conftest import REPO, Shot, Stack
 from .ui import open_deployment, open_flow_run, task_run_states

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from flows.deploy import SCHEDULED
+from maskcls.names import SCHEDULED
 
 from .conftest import RUN_TIMEOUT_S, Shot, Stack
 from .ui import open_deployment, open_flow_run, wait_until

@@ -84,7 +84,7 @@ def wait_for(check: Callable[[], object], timeout: float, what: str, interval: f
 @dataclass
 class Servers:
     root: Path
-    prefect: object  # flows.stack.Service
+    prefect: object  # stack.Service
     mlflow: object
     api_url: str
     mlflow_url: str
@@ -100,7 +100,7 @@ class Servers:
         """Stop Prefect's server (SIGTERM, then SIGKILL) and start it again on the same port and database."""
         from urllib.parse import urlparse
 
-        from flows import stack
+        import stack
 
         port = urlparse(self.api_url).port
         if self.prefect is not None:
@@ -116,7 +116,7 @@ class Servers:
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[Servers]:
-    from flows import stack
+    import stack
 
     root = Path(tempfile.mkdtemp(prefix="maskcls-faults-"))
     home = root / "servers"

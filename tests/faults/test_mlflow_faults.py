@@ -23,7 +23,7 @@ from .conftest import Cli, Servers, assert_clear_error, free_port, wait_for
 def own_mlflow(tmp_path_factory):
     """An MLflow server of this module's own, to be killed. Started first, so it boots while the
     first test runs."""
-    from flows import stack
+    import stack
 
     home = tmp_path_factory.mktemp("own-mlflow")
     service = stack.start_mlflow_server(home, free_port())
@@ -77,7 +77,7 @@ def test_mlflow_going_away_mid_run_fails_cleanly(own_mlflow, servers: Servers, t
 
     from mlflow import MlflowClient
 
-    from flows import stack
+    import stack
     from tasks.recovery import recover
 
     data = crafting.copy_subset(tmp_path / "photos", 10)

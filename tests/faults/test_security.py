@@ -40,7 +40,7 @@ def _listening(port: int) -> set[str]:
 
 
 def test_stack_defaults_bind_loopback():
-    from flows import stack
+    import stack
 
     assert stack.StackConfig.from_env({}).host == "127.0.0.1"
     for fn in (stack.start_prefect_server, stack.start_mlflow_server):

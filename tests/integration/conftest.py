@@ -48,7 +48,7 @@ os.environ.pop("PREFECT_HOME", None)
 @pytest.fixture(scope="session")
 def servers() -> Iterator[dict[str, str]]:
     """Prefect's and MLflow's servers, started with the same code as `make up`."""
-    from flows.stack import start_mlflow_server, start_prefect_server, wait_healthy
+    from stack import start_mlflow_server, start_prefect_server, wait_healthy
 
     prefect = start_prefect_server(SESSION_DIR / "servers", PREFECT_PORT,
                                    env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false"})

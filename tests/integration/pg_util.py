@@ -288,7 +288,7 @@ class Topology:
     worker_env: Mapping[str, str] | None = None
     timeout: float = 180
     pg: Postgres | None = None
-    prefect: Any = None  # flows.stack.Service
+    prefect: Any = None  # stack.Service
     mlflow: Any = None
     workers: list[Any] = field(default_factory=list)
     seen: set[int] = field(default_factory=set)
@@ -311,7 +311,7 @@ class Topology:
 
     def start(self) -> Topology:
         """Postgres, both servers on it, the pool, its workers and the deployments; waits for health."""
-        from flows import stack
+        import stack
 
         try:
             self.pg = Postgres().start()
@@ -337,7 +337,7 @@ class Topology:
 
     def all_processes(self) -> set[int]:
         """Every live process of the topology: services, their flow runs, Postgres."""
-        from flows import stack
+        import stack
 
         pids = set(self.pg.processes()) if self.pg else set()
         for service in self.services():
@@ -367,7 +367,7 @@ class Topology:
 
         Idempotent. Every pid seen while the topology ran is checked, not only the services' own.
         """
-        from flows import stack
+        import stack
 
         if self.stopped:
             return {p for p in self.seen if running(p)}
@@ -418,7 +418,7 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 
 def api(api_url: str, path: str, data: Any = None, method: str | None = None) -> Any:
     """One call to Prefect's REST API; raises on an error status."""
-    from flows.stack import http_request
+    from stack import http_request
 
     status, body = http_request(f"{api_url}{path}", data=data, method=method, timeout=30)
     if status >= 300:

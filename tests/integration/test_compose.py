@@ -1,7 +1,7 @@
 """docker-compose.yml, parsed (no Docker here): its services, commands, ports, environment,
-health checks and start order, and that it runs what `python -m flows.stack up` runs.
+health checks and start order, and that it runs what `python -m stack up` runs.
 
-The commands and environment names come from flows.stack's builders, not from copies here.
+The commands and environment names come from the stack package's builders, not from copies here.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from flows import stack
-from flows.deploy import POOL_NAME
+import stack
+from maskcls.names import POOL_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +98,7 @@ def test_ports_are_published_on_loopback_only_and_the_database_not_at_all(servic
     assert "ports" not in services["deploy"]
     assert published(services["prefect-server"]) == [("127.0.0.1", defaults.prefect_port, 4200)]
     assert published(services["mlflow"]) == [("127.0.0.1", defaults.mlflow_port, 5000)]
-    # The published port follows the same variable flows.stack reads.
+    # The published port follows the same variable the stack reads.
     changed = interpolate(yaml.safe_load(COMPOSE_FILE.read_text())["services"],
                           {"MASKCLS_PREFECT_PORT": "4300", "MASKCLS_MLFLOW_PORT": "5300"})
     assert published(changed["prefect-server"]) == [("127.0.0.1", 4300, 4200)]

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows import stack
+import stack
 from flows.deploy import (
     DEFAULT_RETRAIN_CRON,
     DEFAULT_RETRAIN_TZ,

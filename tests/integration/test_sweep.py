@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from flows import stack
-from flows.deploy import FLOW_NAME, SWEEP, SWEEP_FLOW_NAME, SWEEP_MEMBER
+import stack
+from maskcls.names import FLOW_NAME, SWEEP, SWEEP_FLOW_NAME, SWEEP_MEMBER
 from flows.sweep import DATA_STAGES, expand_grid, parse_grid, shared_stage, split_values
 from maskcls.config import ConfigError
 

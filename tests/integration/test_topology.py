@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from flows import stack
-from flows.deploy import FLOW_NAME, ON_DEMAND, POOL_NAME, SCHEDULED
+import stack
+from maskcls.names import DEPLOYMENTS, FLOW_NAME, ON_DEMAND, POOL_NAME, SCHEDULED
 
 try:
     from tests.integration import pg_util
@@ -195,9 +195,11 @@ def test_compose_services_agree_with_what_ran(top: pg_util.Topology) -> None:
         env = _proc_env(service.pid)
         assert set(env_keys(worker)) <= set(env)
         assert env["MLFLOW_TRACKING_URI"] == top.mlflow_url and env["PREFECT_API_URL"] == top.api_url
-    # The one-shot deploy service ran flows/deploy.py (its log is the stack's), which registered both.
+    # The one-shot deploy service ran flows/deploy.py (its log is the stack's), which registered all.
     assert services["deploy"]["command"] == stack.deploy_command()
-    assert "deployment train-face-mask/on-demand" in (top.home / "stack" / "logs" / "deploy.log").read_text()
+    deploy_log = (top.home / "stack" / "logs" / "deploy.log").read_text()
+    for flow, name in DEPLOYMENTS:
+        assert f"deployment {flow}/{name}:" in deploy_log, (flow, name)
     # Published ports bind to loopback, as this topology's servers did.
     for name in ("prefect-server", "mlflow"):
         assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"]), name
