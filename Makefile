@@ -52,13 +52,13 @@ lock:
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 up: $(STAMP)
-	$(BIN)/python -m flows.stack up
+	$(BIN)/python -m stack up
 
 down:
-	@test -x $(BIN)/python && $(BIN)/python -m flows.stack down || true
+	@test -x $(BIN)/python && $(BIN)/python -m stack down || true
 
 status: $(STAMP)
-	$(BIN)/python -m flows.stack status
+	$(BIN)/python -m stack status
 
 clean:
 	rm -rf $(VENV) .pytest_cache

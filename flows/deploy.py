@@ -20,10 +20,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import typer
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.schedules import Cron
+from prefect.workers.process import ProcessWorker
 
 from maskcls.config import Settings
 from maskcls.names import (
@@ -37,11 +44,6 @@ from maskcls.names import (
     SWEEP_MEMBER,
 )
 
-if TYPE_CHECKING:
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig
-
-# Prefect is imported inside the functions so that `--help` and the work-pool-only
-# call do not pay for more of Prefect than they use.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = "flows/train.py:train_flow"
 SWEEP_ENTRYPOINT = "flows/sweep.py:sweep_flow"
@@ -50,25 +52,24 @@ TAGS = ["maskcls"]
 
 @dataclass(frozen=True)
 class DeploySettings:
-    """What the deployments are made of; read from the environment by `from_env`."""
+    """What the deployments are made of; built from the entry point's `Settings` by `from_settings`."""
 
-    pool: str = POOL_NAME
-    data_source: str | None = None
-    retrain_cron: str = DEFAULT_RETRAIN_CRON
-    retrain_timezone: str = DEFAULT_RETRAIN_TZ
+    pool: str
+    #: None: the run form leaves the source empty (the worker's MASKCLS_DATA_SOURCE or the pinned default).
+    data_source: str | None
+    retrain_cron: str
+    retrain_timezone: str
     project_root: Path = PROJECT_ROOT
     entrypoint: str = ENTRYPOINT
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> DeploySettings:
-        """MASKCLS_DATA_SOURCE, MASKCLS_RETRAIN_CRON, MASKCLS_RETRAIN_TZ, MASKCLS_WORK_POOL."""
-        env = os.environ if environ is None else environ
+    def from_settings(cls, settings: Settings) -> DeploySettings:
+        """MASKCLS_WORK_POOL, MASKCLS_DATA_SOURCE, MASKCLS_RETRAIN_CRON, MASKCLS_RETRAIN_TZ."""
         return cls(
-            pool=env.get("MASKCLS_WORK_POOL") or POOL_NAME,
-            # An empty value (compose passes unset variables through as "") means unset.
-            data_source=env.get("MASKCLS_DATA_SOURCE") or None,
-            retrain_cron=env.get("MASKCLS_RETRAIN_CRON") or DEFAULT_RETRAIN_CRON,
-            retrain_timezone=env.get("MASKCLS_RETRAIN_TZ") or DEFAULT_RETRAIN_TZ,
+            pool=settings.work_pool,
+            data_source=settings.data_source_given,
+            retrain_cron=settings.retrain_cron,
+            retrain_timezone=settings.retrain_tz,
         )
 
     def default_parameters(self) -> dict[str, Any]:
@@ -82,23 +83,11 @@ def concurrency_limit() -> ConcurrencyLimitConfig:
     Queueing (Prefect's default ENQUEUE) would stack up weekly retrains behind a
     stuck run and retrain on the same data twice.
     """
-    from prefect.client.schemas.objects import (
-        ConcurrencyLimitConfig,
-        ConcurrencyLimitStrategy,
-    )
-
-    return ConcurrencyLimitConfig(
-        limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
-    )
+    return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 
 
 def ensure_work_pool(name: str = POOL_NAME) -> bool:
     """Create the process work pool `name` with Prefect's default job template; True if created."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-    from prefect.workers.process import ProcessWorker
-
     with get_client(sync_client=True) as client:
         try:
             client.read_work_pool(name)
@@ -119,20 +108,13 @@ def ensure_work_pool(name: str = POOL_NAME) -> bool:
     return True
 
 
-def deploy_all(settings: DeploySettings | None = None) -> dict[str, UUID]:
-    """Create or update both deployments; returns their ids by deployment name."""
-    from prefect import flow
-    from prefect.schedules import Cron
-
-    settings = settings or DeploySettings.from_env()
+def deploy_all(settings: DeploySettings) -> dict[tuple[str, str], UUID]:
+    """Create or update every deployment of maskcls.names.DEPLOYMENTS; their ids by (flow, deployment)."""
     ensure_work_pool(settings.pool)
-    train_flow = flow.from_source(
-        source=str(settings.project_root), entrypoint=settings.entrypoint
-    )
-    parameters = settings.default_parameters()
+    train_flow = flow.from_source(source=str(settings.project_root), entrypoint=settings.entrypoint)
     common: dict[str, Any] = dict(
         work_pool_name=settings.pool,
-        parameters=parameters,
+        parameters=settings.default_parameters(),
         concurrency_limit=concurrency_limit(),
         tags=TAGS,
         # Process pool + local source: nothing to build or push.
@@ -142,8 +124,8 @@ def deploy_all(settings: DeploySettings | None = None) -> dict[str, UUID]:
         # Silences the "use .serve for process pools" hint: workers are the point here.
         ignore_warnings=True,
     )
-    ids = {
-        ON_DEMAND: train_flow.deploy(
+    return {
+        (FLOW_NAME, ON_DEMAND): train_flow.deploy(
             name=ON_DEMAND,
             description=(
                 "Train the face-mask classifier on demand. Pick a profile "
@@ -153,7 +135,7 @@ def deploy_all(settings: DeploySettings | None = None) -> dict[str, UUID]:
             ),
             **common,
         ),
-        SCHEDULED: train_flow.deploy(
+        (FLOW_NAME, SCHEDULED): train_flow.deploy(
             name=SCHEDULED,
             description=(
                 f"Retrain on a schedule ({settings.retrain_cron}, "
@@ -164,15 +146,15 @@ def deploy_all(settings: DeploySettings | None = None) -> dict[str, UUID]:
             schedule=Cron(settings.retrain_cron, timezone=settings.retrain_timezone),
             **common,
         ),
-        SWEEP_MEMBER: train_flow.deploy(
+        (FLOW_NAME, SWEEP_MEMBER): train_flow.deploy(
             name=SWEEP_MEMBER,
             description=(
-                "One point of a sweep (started by sweep-face-mask, nested under its "
+                f"One point of a sweep (started by {SWEEP_FLOW_NAME}, nested under its "
                 "MLflow run). No concurrency limit: the pool's workers run points side by side."
             ),
             **{**common, "concurrency_limit": None},
         ),
-        SWEEP: flow.from_source(
+        (SWEEP_FLOW_NAME, SWEEP): flow.from_source(
             source=str(settings.project_root), entrypoint=SWEEP_ENTRYPOINT
         ).deploy(
             name=SWEEP,
@@ -186,30 +168,28 @@ def deploy_all(settings: DeploySettings | None = None) -> dict[str, UUID]:
             **common,
         ),
     }
-    return ids
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: register the deployments (or only the work pool with --pool-only)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        POOL_ONLY_FLAG,
-        action="store_true",
-        help="only create the work pool (used before workers start)",
-    )
-    args = parser.parse_args(argv)
-    settings = DeploySettings.from_env()
-    if args.pool_only:
+app = typer.Typer(add_completion=False)
+
+
+@app.command(help=__doc__.splitlines()[0])
+def deploy(
+    pool_only: Annotated[
+        bool, typer.Option(POOL_ONLY_FLAG, help="Only create the work pool (used before workers start).")
+    ] = False,
+) -> None:
+    """Register the deployments (or only the work pool), with settings read from the environment here."""
+    settings = DeploySettings.from_settings(Settings.from_env())
+    if pool_only:
         created = ensure_work_pool(settings.pool)
-        print(f"work pool {settings.pool!r} {'created' if created else 'exists'}")
-        return 0
-    ids = deploy_all(settings)
-    for name, deployment_id in ids.items():
-        print(f"deployment {SWEEP_FLOW_NAME if name == SWEEP else FLOW_NAME}/{name}: {deployment_id}")
+        typer.echo(f"work pool {settings.pool!r} {'created' if created else 'exists'}")
+        return
+    for (flow_name, name), deployment_id in deploy_all(settings).items():
+        typer.echo(f"deployment {flow_name}/{name}: {deployment_id}")
     if settings.data_source:
-        print(f"default source: {settings.data_source}")
-    return 0
+        typer.echo(f"default source: {settings.data_source}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start the MLflow tracking server and UI. The one start script behind both
-# docker-compose's `mlflow` service and `python -m flows.stack up`, so both run
+# docker-compose's `mlflow` service and `python -m stack up`, so both run
 # the same server with the same options.
 #
 # Configuration (environment; any extra arguments are appended to

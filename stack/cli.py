@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from maskcls.config import Settings
+from maskcls.errors import ConfigError
 from stack import supervisor
 from stack.supervisor import StackConfig
 
@@ -19,16 +20,19 @@ app = typer.Typer(
 NOT_OK = 3
 
 
-def _config() -> StackConfig:
-    """The stack's settings, read from the environment here at the entry point."""
-    return StackConfig.from_settings(Settings())
-
-
 def _fail(exc: Exception, hint: str | None = None) -> typer.Exit:
     typer.echo(f"error: {exc}", err=True)
     if hint:
         typer.echo(hint, err=True)
     return typer.Exit(1)
+
+
+def _config() -> StackConfig:
+    """The stack's settings, read from the environment here at the entry point."""
+    try:
+        return StackConfig.from_settings(Settings.from_env())
+    except ConfigError as exc:
+        raise _fail(exc) from None
 
 
 @app.command()

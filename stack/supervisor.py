@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 from maskcls.names import DEPLOYMENTS, POOL_NAME
 from stack.commands import url_host
 from stack.health import (
-    DEFAULT_TIMEOUT,
     http_ok,
     missing_deployments,
     wait_healthy,
@@ -53,39 +52,43 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class StackConfig:
-    """What `up`, `down` and `status` work on; built from the entry point's `Settings` by `from_settings`."""
+    """What `up`, `down` and `status` work on; built from the entry point's `Settings` by `from_settings`
+    (whose fields hold the defaults)."""
 
     home: Path
-    host: str = "127.0.0.1"
-    prefect_port: int = 4200
-    mlflow_port: int = 5000
-    workers: int = 2
-    worker_limit: int | None = 1
-    mlflow_workers: int | None = 1
-    mlflow_allowed_hosts: str | None = None
-    data_source: str | None = None
-    timeout: float = DEFAULT_TIMEOUT
+    host: str
+    prefect_port: int
+    mlflow_port: int
+    workers: int
+    #: Flow runs at once per worker; None means no limit.
+    worker_limit: int | None
+    mlflow_workers: int | None
+    mlflow_allowed_hosts: str | None
+    #: None: the workers and deployments keep the pinned default download.
+    data_source: str | None
+    #: Seconds each service may take to get healthy.
+    timeout: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StackConfig:
-        """MASKCLS_HOME, MASKCLS_BIND_HOST, MASKCLS_PREFECT_PORT, MASKCLS_MLFLOW_PORT,
-        MASKCLS_WORKERS, MASKCLS_WORKER_LIMIT (runs per worker, 0 = no limit),
-        MASKCLS_MLFLOW_WORKERS, MASKCLS_MLFLOW_ALLOWED_HOSTS, MASKCLS_DATA_SOURCE,
-        MASKCLS_STACK_TIMEOUT (seconds per health check)."""
-        source = settings.data_source or None
+        """The stack's fields of `settings`: MASKCLS_HOME, MASKCLS_BIND_HOST, MASKCLS_PREFECT_PORT,
+        MASKCLS_MLFLOW_PORT, MASKCLS_WORKERS, MASKCLS_WORKER_LIMIT (0 = no limit),
+        MASKCLS_MLFLOW_WORKERS, MASKCLS_MLFLOW_ALLOWED_HOSTS, MASKCLS_DATA_SOURCE (None when
+        unset: the workers keep the pinned default), MASKCLS_STACK_TIMEOUT."""
+        source = settings.data_source_given
         if source and "://" not in source and Path(source).exists():
             # Workers run flows from the project root; a relative path must not
             # depend on where `make up` was typed.
             source = str(Path(source).resolve())
         return cls(
-            home=Path(settings.home).expanduser().resolve(),
+            home=settings.home,
             host=settings.bind_host,
             prefect_port=settings.prefect_port,
             mlflow_port=settings.mlflow_port,
             workers=settings.workers,
-            worker_limit=settings.worker_limit if settings.worker_limit > 0 else None,
+            worker_limit=settings.worker_limit or None,
             mlflow_workers=settings.mlflow_workers,
-            mlflow_allowed_hosts=settings.mlflow_allowed_hosts or None,
+            mlflow_allowed_hosts=settings.mlflow_allowed_hosts,
             data_source=source,
             timeout=settings.stack_timeout,
         )

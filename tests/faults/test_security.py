@@ -41,8 +41,9 @@ def _listening(port: int) -> set[str]:
 
 def test_stack_defaults_bind_loopback():
     import stack
+    from maskcls.config import Settings
 
-    assert stack.StackConfig.from_env({}).host == "127.0.0.1"
+    assert stack.StackConfig.from_settings(Settings.from_env({})).host == "127.0.0.1"
     for fn in (stack.start_prefect_server, stack.start_mlflow_server):
         assert inspect.signature(fn).parameters["host"].default == "127.0.0.1", fn.__name__
     assert 'host="${MLFLOW_HOST:-127.0.0.1}"' in (REPO / "mlflow" / "start.sh").read_text()

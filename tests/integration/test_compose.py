@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 import stack
+from maskcls.config import Settings
 from maskcls.names import POOL_NAME
 
 pytestmark = pytest.mark.integration
@@ -92,7 +93,7 @@ def test_services_and_volumes(raw: dict[str, Any]) -> None:
 
 
 def test_ports_are_published_on_loopback_only_and_the_database_not_at_all(services: dict[str, Any]) -> None:
-    defaults = stack.StackConfig(home=Path("/unused"))
+    defaults = stack.StackConfig.from_settings(Settings.from_env({}))
     assert "ports" not in services["postgres"]
     assert "ports" not in services["worker"], "scaled workers cannot share a host port"
     assert "ports" not in services["deploy"]
@@ -173,7 +174,7 @@ def test_mlflow_runs_the_shared_start_script_on_postgres(services: dict[str, Any
 
 def test_worker_runs_the_stack_worker_command_and_scales(services: dict[str, Any]) -> None:
     worker = services["worker"]
-    defaults = stack.StackConfig(home=Path("/unused"))
+    defaults = stack.StackConfig.from_settings(Settings.from_env({}))
     assert worker["command"] == stack.worker_command(POOL_NAME, limit=defaults.worker_limit, healthcheck=True)
     assert "container_name" not in worker, "--scale worker=N needs generated names"
     env = env_of(worker)

@@ -1,7 +1,7 @@
-"""`python -m flows.stack up|status|down` for real: both servers, the work pool with two
-workers, both deployments, no duplicates on a second `up`, no process left after `down`.
+"""`python -m stack up|status|down` for real: both servers, the work pool with two
+workers, every deployment, no duplicates on a second `up`, no process left after `down`.
 
-The process checks read /proc here rather than trusting flows.stack's own bookkeeping.
+The process checks read /proc here rather than trusting the stack's own bookkeeping.
 """
 
 from __future__ import annotations
@@ -20,20 +20,15 @@ import httpx
 import pytest
 
 import stack
-from flows.deploy import (
-    DEFAULT_RETRAIN_CRON,
-    DEFAULT_RETRAIN_TZ,
-    DEPLOYMENT_NAMES,
-    FLOW_NAME,
-    ON_DEMAND,
-    POOL_NAME,
-    SCHEDULED,
-)
+from maskcls.config import Settings
+from maskcls.names import DEPLOYMENTS, FLOW_NAME, ON_DEMAND, POOL_NAME, SCHEDULED
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "datasets" / "face-mask"
+# The deployments with a one-run limit whose run form a user fills in.
+FORM_DEPLOYMENTS = (ON_DEMAND, SCHEDULED)
 TRAIN_PARAMETERS = (
     "profile", "source", "epochs", "learning_rate", "batch_size", "max_images", "refresh", "overrides",
 )
@@ -88,7 +83,7 @@ def port_open(port: int) -> bool:
 
 def run_stack(command: str, env: dict[str, str], timeout: float = 420) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flows.stack", command],
+        [sys.executable, "-m", "stack", command],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
     )
 
@@ -123,7 +118,7 @@ def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def read_prefect(api_url: str) -> dict:
-    """The pool, its online workers and both deployments, through Prefect's client."""
+    """The pool, its online workers and the run-form deployments, through Prefect's client."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -134,7 +129,7 @@ def read_prefect(api_url: str) -> dict:
                 w for w in client.read_workers_for_work_pool(POOL_NAME) if w.status.value == "ONLINE"
             ],
             "deployments": {
-                name: client.read_deployment_by_name(f"{FLOW_NAME}/{name}") for name in DEPLOYMENT_NAMES
+                name: client.read_deployment_by_name(f"{FLOW_NAME}/{name}") for name in FORM_DEPLOYMENTS
             },
         }
 
@@ -183,8 +178,9 @@ def test_up_twice_then_down_leaves_nothing(stack_env: dict[str, str]) -> None:
     assert state["deployments"][ON_DEMAND].schedules == []
     (schedule,) = state["deployments"][SCHEDULED].schedules
     assert schedule.active
-    assert schedule.schedule.cron == DEFAULT_RETRAIN_CRON
-    assert schedule.schedule.timezone == DEFAULT_RETRAIN_TZ
+    defaults = Settings.from_env({})
+    assert schedule.schedule.cron == defaults.retrain_cron
+    assert schedule.schedule.timezone == defaults.retrain_tz
 
     services = recorded_pids(home)
     assert set(services) == {"prefect-server", "mlflow-server", "worker-1", "worker-2"}
@@ -205,6 +201,9 @@ def test_up_twice_then_down_leaves_nothing(stack_env: dict[str, str]) -> None:
     rows = {line.split()[0]: line.split() for line in shown.stdout.splitlines() if line.strip()}
     for name, pid in services.items():
         assert rows[name][1:4] == ["running", "pid", str(pid)], shown.stdout
+    # Every deployment flows/deploy.py registers is checked, not only the run-form ones.
+    for flow, name in DEPLOYMENTS:
+        assert rows[f"{flow}/{name}"][1] == "registered", shown.stdout
 
     stopped = run_stack("down", stack_env, timeout=180)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
