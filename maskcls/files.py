@@ -13,16 +13,19 @@ swapped for a pipe after the walk cannot block either.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import BinaryIO, Literal
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 #: Longest chain of symbolic links followed to reach a file (the kernel allows 40).
 MAX_LINK_HOPS = 8
+_CHUNK = 1 << 20
 
 SkipKind = Literal[
     "hidden", "fifo", "socket", "device", "broken-link", "outside", "loop", "long-chain", "dir-link", "unreadable",
@@ -119,11 +122,12 @@ def _follow(link: str, rel: str, root_real: str) -> os.stat_result | Skip:
     return st
 
 
-def list_dir(folder: Path, root: Path, *, root_real: str | None = None) -> Listing:
+def list_dir(folder: Path, root: Path, *, include_hidden: bool = False, root_real: str | None = None) -> Listing:
     """Classify the entries of ``folder`` (below ``root``) by ``lstat``, without opening any of them.
 
     Real sub-folders are listed for descent; a link to a folder is skipped, not followed,
-    so no folder is walked twice and no walk can loop.
+    so no folder is walked twice and no walk can loop. Hidden regular files are skipped
+    unless ``include_hidden`` (a pin or the store lists every file).
     """
     root_real = root_real or os.path.realpath(root)
     dirs: list[Path] = []
@@ -160,14 +164,14 @@ def list_dir(folder: Path, root: Path, *, root_real: str | None = None) -> Listi
         if not stat.S_ISREG(st.st_mode):
             kind, what = _special(st.st_mode)
             skipped.append(Skip(rel, kind, f"{link}{what}, not a regular file"))
-        elif is_hidden(rel):
+        elif not include_hidden and is_hidden(rel):
             skipped.append(Skip(rel, "hidden", "hidden file"))
         else:
             files.append(FileEntry(rel, path, st.st_size, st.st_mtime_ns))
     return Listing(dirs, files, skipped)
 
 
-def walk(root: Path | str) -> Iterator[FileEntry | Skip]:
+def walk(root: Path | str, *, include_hidden: bool = False) -> Iterator[FileEntry | Skip]:
     """Every entry below ``root``: a ``FileEntry`` for each regular file, a ``Skip`` for anything else.
 
     Folder by folder (depth first, names sorted), so the order is stable.
@@ -179,26 +183,27 @@ def walk(root: Path | str) -> Iterator[FileEntry | Skip]:
     root_real = os.path.realpath(root)
     stack = [root]
     while stack:
-        listing = list_dir(stack.pop(), root, root_real=root_real)
+        listing = list_dir(stack.pop(), root, include_hidden=include_hidden, root_real=root_real)
         # Files and skips of this folder, then its sub-folders depth first, in name order.
         yield from sorted([*listing.files, *listing.skipped], key=lambda e: e.rel)
         stack.extend(reversed(listing.dirs))
 
 
-def scan_tree(root: Path | str) -> tuple[list[FileEntry], list[Skip]]:
+def scan_tree(root: Path | str, *, include_hidden: bool = False) -> tuple[list[FileEntry], list[Skip]]:
     """``walk`` collected: the regular files and the skipped entries."""
     files: list[FileEntry] = []
     skipped: list[Skip] = []
-    for entry in walk(root):
+    for entry in walk(root, include_hidden=include_hidden):
         (files if isinstance(entry, FileEntry) else skipped).append(entry)
     return files, skipped
 
 
-def read_regular(path: Path | str) -> bytes:
-    """The bytes of a regular file; never blocks on a pipe or device put in its place.
+@contextmanager
+def open_regular(path: Path | str) -> Iterator[BinaryIO]:
+    """Open a regular file for reading; never blocks on a pipe or device put in its place.
 
     O_NONBLOCK makes opening a FIFO return at once; the opened file is then checked with
-    ``fstat`` and refused unless regular (``IsADirectoryError`` / ``OSError``).
+    ``fstat`` and refused (``OSError``) unless it is a regular file.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
@@ -206,16 +211,36 @@ def read_regular(path: Path | str) -> bytes:
         if not stat.S_ISREG(st.st_mode):
             _, what = _special(st.st_mode)
             raise OSError(errno.EINVAL, f"{what}, not a regular file", str(path))
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read()
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        yield fh
+
+
+def image_files(folder: Path | str) -> list[Path]:
+    """The regular, visible image files below ``folder``, in path order (what ``predict`` labels)."""
+    found = [e for e in walk(folder) if isinstance(e, FileEntry) and is_image_name(e.path.name)]
+    return [e.path for e in sorted(found, key=lambda e: e.rel.split("/"))]
+
+
+def read_regular(path: Path | str) -> bytes:
+    """The bytes of a regular file (``open_regular``)."""
+    with open_regular(path) as fh:
+        return fh.read()
+
+
+def sha256_file(path: Path | str) -> str:
+    """Hex sha256 of a regular file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open_regular(path) as fh:
+        while block := fh.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def folder_fingerprint(root: Path | str) -> str:
     """sha256 over the sorted (relative path, size, mtime_ns) of every regular file, and every skip's kind."""
-    import hashlib
-
     rows: list[bytes] = []
     for entry in walk(root):
         rel = os.fsencode(entry.rel)
@@ -227,3 +252,28 @@ def folder_fingerprint(root: Path | str) -> str:
     for row in sorted(rows):
         digest.update(row)
     return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- folder layout
+
+
+def visible_subdirs(folder: Path, root: Path | None = None) -> list[Path]:
+    """The real, non-hidden sub-folders of ``folder`` (links to folders are not followed)."""
+    return [d for d in list_dir(folder, root or folder).dirs if not is_hidden_name(d.name)]
+
+
+def _holds_images(folder: Path, root: Path) -> bool:
+    return any(is_image_name(f.path.name) for f in list_dir(folder, root).files)
+
+
+def is_class_root(folder: Path, root: Path | None = None) -> bool:
+    """True when at least two visible sub-folders of ``folder`` directly hold image files."""
+    root = root or folder
+    return sum(1 for d in visible_subdirs(folder, root) if _holds_images(d, root)) >= 2
+
+
+def is_split_root(folder: Path, root: Path | None = None) -> bool:
+    """The train/test layout: ``train/`` and ``test/`` (any case) that each hold class folders."""
+    root = root or folder
+    named = {d.name.lower(): d for d in visible_subdirs(folder, root)}
+    return all(side in named and is_class_root(named[side], root) for side in ("train", "test"))
