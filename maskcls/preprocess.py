@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from maskcls.config import PreprocessConfig
+from maskcls.files import read_regular
 
 
 class DecodeError(ValueError):
@@ -108,7 +109,7 @@ def preprocess_files(
     for i, rel in enumerate(paths):
         path = Path(root) / rel
         try:
-            out[i] = preprocess_bytes(path.read_bytes(), cfg)
+            out[i] = preprocess_bytes(read_regular(path), cfg)
         except DecodeError as exc:
             raise DecodeError(f"{path}: {exc}") from None
         if progress is not None and (i + 1) % 500 == 0:

@@ -7,7 +7,6 @@ Every read checks the fingerprint, so a file altered after it was written is ref
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -49,10 +48,6 @@ class FileRef(BaseModel):
         if not self.verify():
             raise StoreError(f"{self.path}: stored file no longer matches its sha256 {self.sha256[:12]}")
         return Path(self.path)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -201,3 +201,27 @@ def test_folder_fingerprint_follows_content_stat_and_skips(tmp_path: Path) -> No
     assert touched != first
     os.mkfifo(tmp_path / "cls" / "x.jpg")
     assert folder_fingerprint(tmp_path) not in (first, touched)
+
+
+@pytest.mark.timeout(30)
+def test_validate_skips_a_fifo_named_like_an_image_and_returns(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    from maskcls.config import DataConfig
+    from maskcls.data import validate
+
+    rng = np.random.default_rng(0)
+    for cls in ("with_mask", "without_mask"):
+        (tmp_path / cls).mkdir()
+        for k in range(3):
+            base = rng.integers(0, 256, size=(8, 8, 3)).astype(np.uint8)
+            cv2.imwrite(str(tmp_path / cls / f"{k}.png"), cv2.resize(base, (40, 40)))
+    os.mkfifo(tmp_path / "with_mask" / "x.jpg")
+    (tmp_path / "without_mask" / "out.jpg").symlink_to("/etc/hostname")
+    manifest = validate(tmp_path, DataConfig(min_per_class=2))
+    assert manifest.counts == {"with_mask": 3, "without_mask": 3}
+    reasons = {s.path: s.reason for s in manifest.skipped}
+    assert reasons["with_mask/x.jpg"] == "a named pipe (FIFO), not a regular file"
+    assert "outside the folder" in reasons["without_mask/out.jpg"]
+    assert {"path": "with_mask/x.jpg", "reason": reasons["with_mask/x.jpg"]} in manifest.report()["skipped"]
