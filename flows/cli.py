@@ -130,7 +130,7 @@ def predict(
     import pandas as pd
 
     from maskcls.config import Settings
-    from maskcls.data import IMAGE_SUFFIXES
+    from maskcls.files import image_files
     from tasks import tracking
 
     settings = Settings.from_env()
@@ -145,7 +145,7 @@ def predict(
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+            files.extend(image_files(p))
         elif p.exists():
             files.append(p)
         else:

@@ -18,9 +18,8 @@ from pydantic import BaseModel, ConfigDict
 
 from maskcls.config import DataConfig
 from maskcls.errors import MaskclsError
+from maskcls.files import is_image_name, is_split_root, read_regular, scan_tree
 from maskcls.preprocess import DecodeError, decode_image, to_gray
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
 class DataError(MaskclsError, ValueError):
@@ -101,18 +100,8 @@ class Split(BaseModel):
         }
 
 
-def _is_hidden(rel: Path) -> bool:
-    return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
-
-
 #: Folder names of a source that is already split; such a split is kept.
 PRESET_SIDES = {"train": "train", "test": "test", "val": "val", "validation": "val"}
-
-
-def preset_layout(root: Path) -> bool:
-    """True when root holds ``train/`` and ``test/`` folders (each with class folders)."""
-    names = {p.name.lower() for p in Path(root).iterdir() if p.is_dir()} if Path(root).is_dir() else set()
-    return {"train", "test"} <= names
 
 
 def preset_side(path: str) -> str | None:
@@ -122,33 +111,32 @@ def preset_side(path: str) -> str | None:
 
 
 def scan(root: Path) -> tuple[list[tuple[str, str]], list[Skipped]]:
-    """(relative path, class) of every candidate file, and the files left out with why.
+    """(relative path, class) of every candidate file, and the entries left out with why.
 
     Classes are the sub-folders of root, sorted; files must sit directly in one. A source
-    with ``train/`` and ``test/`` folders has the class folders one level down.
+    with ``train/`` and ``test/`` folders has the class folders one level down. Only
+    regular files are candidates (``maskcls.files.walk``): pipes, devices, sockets and
+    links that leave root or loop are left out with their reason, never opened.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder does not exist")
-    depth = 3 if preset_layout(root) else 2
+    depth = 3 if is_split_root(root) else 2
+    files, walked = scan_tree(root)
     candidates: list[tuple[str, str]] = []
-    skipped: list[Skipped] = []
-    for path in sorted(root.rglob("*")):
-        if path.is_dir():
-            continue
-        rel = path.relative_to(root)
-        rel_s = rel.as_posix()
-        if _is_hidden(rel):
-            skipped.append(Skipped(path=rel_s, reason="hidden file"))
-        elif depth == 3 and rel.parts[0].lower() not in PRESET_SIDES:
-            skipped.append(Skipped(path=rel_s, reason="file outside the train/ and test/ folders"))
-        elif len(rel.parts) != depth:
-            where = "outside any class folder" if len(rel.parts) < depth else "nested below a class folder"
-            skipped.append(Skipped(path=rel_s, reason=f"file {where}"))
-        elif path.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append(Skipped(path=rel_s, reason=f"unsupported file type {path.suffix or '(none)'!r}"))
+    skipped = [Skipped(path=s.rel, reason=s.reason) for s in walked]
+    for entry in files:
+        parts = entry.rel.split("/")
+        if depth == 3 and parts[0].lower() not in PRESET_SIDES:
+            skipped.append(Skipped(path=entry.rel, reason="file outside the train/ and test/ folders"))
+        elif len(parts) != depth:
+            where = "outside any class folder" if len(parts) < depth else "nested below a class folder"
+            skipped.append(Skipped(path=entry.rel, reason=f"file {where}"))
+        elif not is_image_name(parts[-1]):
+            suffix = Path(parts[-1]).suffix
+            skipped.append(Skipped(path=entry.rel, reason=f"unsupported file type {suffix or '(none)'!r}"))
         else:
-            candidates.append((rel_s, rel.parts[depth - 2]))
+            candidates.append((entry.rel, parts[depth - 2]))
     return candidates, skipped
 
 
@@ -223,7 +211,7 @@ def validate(
     decoded: dict[str, tuple[str, str, int, int, int, int]] = {}
     for n, (rel, label) in enumerate(candidates, 1):
         try:
-            data = (root / rel).read_bytes()
+            data = read_regular(root / rel)
             img, w, h = _check_image(data, cfg)
         except DecodeError as exc:
             skipped.append(Skipped(path=rel, reason=undecodable_reason(data, str(exc))))

@@ -13,6 +13,14 @@ from maskcls.config import PreprocessConfig
 from maskcls.preprocess import DecodeError, preprocess_bytes
 
 
+def probability_columns(output: Any) -> np.ndarray:
+    """(n, n_classes) class probabilities from a model output; one sigmoid unit becomes two columns."""
+    p = np.asarray(output)
+    if p.shape[-1] == 1:
+        p = np.concatenate([1.0 - p, p], axis=-1)
+    return p
+
+
 class Classifier:
     """A trained Keras model with its preprocessing settings and class names."""
 
@@ -32,10 +40,7 @@ class Classifier:
 
     def proba(self, batch_uint8: np.ndarray) -> np.ndarray:
         x = batch_uint8.astype(np.float32) / 255.0
-        p = np.asarray(self.model(x, training=False))
-        if p.shape[-1] == 1:
-            p = np.concatenate([1.0 - p, p], axis=-1)
-        return p
+        return probability_columns(self.model(x, training=False))
 
     def predict_bytes(self, images: Sequence[bytes], batch_size: int = 256) -> list[dict[str, Any]]:
         """One dict per image: ``label`` and ``probability`` (of that label), or ``error``."""

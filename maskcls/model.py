@@ -6,6 +6,7 @@ import keras
 from keras import layers, regularizers
 
 from maskcls.config import TrainConfig
+from maskcls.inference import probability_columns
 
 
 def build_model(cfg: TrainConfig, input_shape: tuple[int, int, int], n_classes: int) -> keras.Model:
@@ -50,9 +51,4 @@ def compile_model(model: keras.Model, cfg: TrainConfig, n_classes: int) -> keras
 
 def predict_proba(model: keras.Model, x_scaled, batch_size: int = 256):
     """Class probabilities (n, n_classes) whatever the output layer is."""
-    import numpy as np
-
-    p = np.asarray(model.predict(x_scaled, batch_size=batch_size, verbose=0))
-    if p.shape[-1] == 1:
-        p = np.concatenate([1.0 - p, p], axis=-1)
-    return p
+    return probability_columns(model.predict(x_scaled, batch_size=batch_size, verbose=0))

@@ -10,6 +10,7 @@ import numpy as np
 
 from maskcls.config import PreprocessConfig
 from maskcls.errors import MaskclsError
+from maskcls.files import read_regular
 
 
 class DecodeError(MaskclsError, ValueError):
@@ -109,7 +110,7 @@ def preprocess_files(
     for i, rel in enumerate(paths):
         path = Path(root) / rel
         try:
-            out[i] = preprocess_bytes(path.read_bytes(), cfg)
+            out[i] = preprocess_bytes(read_regular(path), cfg)
         except DecodeError as exc:
             raise DecodeError(f"{path}: {exc}") from None
         if progress is not None and (i + 1) % 500 == 0:

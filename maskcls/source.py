@@ -32,10 +32,21 @@ import httpx
 from pydantic import BaseModel
 
 from maskcls.errors import MaskclsError
+from maskcls.files import (
+    IMAGE_SUFFIXES,
+    Skip,
+    folder_fingerprint,
+    is_class_root,
+    is_split_root,
+    scan_tree,
+    sha256_file,
+    visible_subdirs,
+    walk,
+)
+from maskcls.store import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 ENV_HINT = (
     "To use data already on this machine, set MASKCLS_DATA_SOURCE to a local folder or zip "
     "of the dataset (e.g. MASKCLS_DATA_SOURCE=../shared/datasets/face-mask)."
@@ -110,11 +121,11 @@ def fetch_source(
             base = path.resolve()
             _check_symlinks(base, source)
             root = _find_class_root(base, f"the folder {source}")
-            fingerprint = _folder_fingerprint(root)
+            fingerprint = folder_fingerprint(root)
         elif path.is_file():
             kind = "zip"
             try:
-                sha = _sha256_file(path)
+                sha = sha256_file(path)
             except OSError as exc:
                 raise SourceError(f"Cannot read the zip {source}: {exc}.") from None
             extracted = _extract_zip(path, sha, downloads_dir, f"the zip {source}", max_extract_bytes)
@@ -330,7 +341,7 @@ def _receive(
         "last_modified": got.last_modified,
         "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write_json_atomic(meta_path, meta)
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
     log.info("downloaded %s (%d bytes, sha256 %s)", url, meta["size"], sha)
     return got
 
@@ -395,7 +406,7 @@ def _load_cached(url: str, zip_path: Path, meta_path: Path) -> _Download | None:
             return None
         # Re-hash: a file replaced or truncated behind our back must not be trusted (and a run
         # killed between writing the zip and its sidecar leaves them disagreeing).
-        if _sha256_file(zip_path) != meta.get("sha256"):
+        if sha256_file(zip_path) != meta.get("sha256"):
             log.warning("cached download %s does not match its record; downloading again", zip_path)
             return None
         return _Download(zip_path, meta["sha256"], meta.get("etag"), meta.get("last_modified"))
@@ -523,39 +534,6 @@ def _extract_into(zip_path: Path, dest: Path, label: str, max_bytes: int) -> Non
 # --------------------------------------------------------------------------- folders
 
 
-def _visible(name: str) -> bool:
-    return not name.startswith(".") and name != "__MACOSX"
-
-
-def _subdirs(path: Path) -> list[Path]:
-    try:
-        with os.scandir(path) as it:
-            return sorted(Path(e.path) for e in it if _visible(e.name) and e.is_dir())
-    except OSError:
-        return []
-
-
-def _has_images(path: Path) -> bool:
-    try:
-        with os.scandir(path) as it:
-            return any(
-                _visible(e.name) and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()
-                for e in it
-            )
-    except OSError:
-        return False
-
-
-def _is_class_root(path: Path) -> bool:
-    return sum(1 for d in _subdirs(path) if _has_images(d)) >= 2
-
-
-def _is_split_root(path: Path) -> bool:
-    """A folder with ``train/`` and ``test/`` that each hold class folders (kept as the source's own split)."""
-    named = {d.name.lower(): d for d in _subdirs(path)}
-    return all(s in named and _is_class_root(named[s]) for s in ("train", "test"))
-
-
 def find_class_root(path: Path) -> Path:
     """The shallowest folder under ``path`` that has at least two sub-folders holding images.
 
@@ -570,19 +548,15 @@ def _find_class_root(path: Path, label: str) -> Path:
     if not path.is_dir():
         raise SourceError(f"{label} is not a folder ({path}).")
     found: list[tuple[int, Path]] = []
-    seen: set[str] = set()
+    # Real folders only (links to folders are not followed), so no folder is visited twice.
     queue: deque[tuple[int, Path]] = deque([(0, path)])
     while queue:
         depth, folder = queue.popleft()
-        real = os.path.realpath(folder)
-        if real in seen:  # a symlink loop or two links to one folder
-            continue
-        seen.add(real)
-        if _is_split_root(folder) or _is_class_root(folder):
+        if is_split_root(folder, path) or is_class_root(folder, path):
             found.append((depth, folder))
             continue  # its sub-folders are classes, not candidates
         if depth < _MAX_SEARCH_DEPTH:
-            queue.extend((depth + 1, d) for d in _subdirs(folder))
+            queue.extend((depth + 1, d) for d in visible_subdirs(folder, path))
     if not found:
         raise SourceError(
             f"No class folders found in {label}: expected one sub-folder per class, each holding that class's "
@@ -603,49 +577,13 @@ def _find_class_root(path: Path, label: str) -> Path:
 
 def _check_symlinks(base: Path, label: str) -> None:
     """Refuse a folder source with a symlink (at any depth) that resolves outside it."""
-    for link in _walk(base, follow_links=True, links=True):
-        target = Path(os.path.realpath(link))
-        if not target.is_relative_to(base):
+    for entry in walk(base, include_hidden=True):
+        if isinstance(entry, Skip) and entry.kind == "outside":
             raise SourceError(
-                f"Refusing the folder {label}: the symbolic link {link} points outside it (to {target}). "
-                "Copy the files in, or point the data source at the folder that really holds them."
+                f"Refusing the folder {label}: the symbolic link {base / entry.rel} points outside it "
+                f"({entry.reason}). Copy the files in, or point the data source at the folder that really "
+                "holds them."
             )
-
-
-def _walk(root: Path, *, follow_links: bool, links: bool = False) -> Iterator[Path]:
-    """Every file below ``root`` (or every symlink, when ``links``), visiting each real folder once."""
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_links):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames.sort()
-        for name in sorted(filenames) + (dirnames if links else []):
-            p = Path(dirpath, name)
-            if not links or p.is_symlink():
-                yield p
-        if links and follow_links:
-            # Never descend through a link that leaves the tree (the caller raises on it first).
-            dirnames[:] = [d for d in dirnames if not Path(dirpath, d).is_symlink()
-                           or Path(os.path.realpath(Path(dirpath, d))).is_relative_to(root)]
-
-
-def _folder_fingerprint(root: Path) -> str:
-    """sha256 over sorted (relative path, size, mtime_ns) of every file below ``root``."""
-    rows: list[bytes] = []
-    for p in _walk(root, follow_links=True):
-        try:
-            st = p.stat()
-        except OSError:  # a dangling link: its own metadata still identifies it
-            st = p.lstat()
-        rel = os.fsencode(p.relative_to(root).as_posix())
-        rows.append(b"%s\0%d\0%d\n" % (rel, st.st_size, st.st_mtime_ns))
-    digest = hashlib.sha256()
-    for row in sorted(rows):
-        digest.update(row)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- pin
@@ -669,13 +607,17 @@ def verify_pin(root: Path, pin: Path) -> dict[str, Any]:
         if rel.startswith(("/", "\\")) or ".." in parts:
             raise SourceError(f"The pin {pin} lists an unsafe path {rel!r}.")
 
+    # Only regular files inside root count as present (nothing else is opened).
+    present, skipped = scan_tree(root, include_hidden=True)
+    regular = {f.rel: f.path for f in present}
+
     def check(item: tuple[str, str]) -> str | None:
         rel, expected = item
-        path = root / rel
-        if not path.is_file():
+        path = regular.get(rel)
+        if path is None:
             return "missing"
         try:
-            return None if _sha256_file(path) == str(expected).lower() else "changed"
+            return None if sha256_file(path) == str(expected).lower() else "changed"
         except OSError:
             return "missing"
 
@@ -696,31 +638,11 @@ def verify_pin(root: Path, pin: Path) -> dict[str, Any]:
             "or set MASKCLS_DATA_SOURCE to a copy you trust."
         )
     listed = set(files)
-    extra = sorted(
-        rel for rel in (p.relative_to(root).as_posix() for p in _walk(root, follow_links=False)) if rel not in listed
-    )
+    extra = sorted(rel for rel in [*regular, *(s.rel for s in skipped)] if rel not in listed)
     return {"checked": len(files), "extra": extra}
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _remove_stale(folder: Path, pattern: str) -> None:

@@ -7,7 +7,6 @@ Every read checks the fingerprint, so a file altered after it was written is ref
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -17,8 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from maskcls.errors import MaskclsError
-
-_CHUNK = 1 << 20
+from maskcls.files import FileEntry, sha256_file, walk
 
 
 class StoreError(MaskclsError, RuntimeError):
@@ -51,18 +49,6 @@ class FileRef(BaseModel):
         if not self.verify():
             raise StoreError(f"{self.path}: stored file no longer matches its sha256 {self.sha256[:12]}")
         return Path(self.path)
-
-
-def sha256_file(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -120,10 +106,10 @@ class Store:
         removed: list[Path] = []
         if not self.root.exists():
             return removed
-        for path in self.root.rglob("*"):
-            if path.is_file() and path.name.split(".")[0] not in keep:
-                path.unlink(missing_ok=True)
-                removed.append(path)
+        for entry in walk(self.root, include_hidden=True):
+            if isinstance(entry, FileEntry) and entry.path.name.split(".")[0] not in keep:
+                entry.path.unlink(missing_ok=True)
+                removed.append(entry.path)
         return removed
 
 

@@ -100,10 +100,6 @@ class ProgressLogger(keras.callbacks.Callback):
         )
 
 
-class TrainResult(dict):
-    """history (metric -> per-epoch list), epoch_seconds, samples_per_s."""
-
-
 def train_model(
     x_train: np.ndarray,
     y_train: np.ndarray,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskcls.store import FileRef, Store, StoreError, atomic_write_bytes, load_array, sha256_bytes, sha256_file
+from maskcls.store import FileRef, Store, StoreError, atomic_write_bytes, load_array, sha256_file
 
 
 def files_under(root: Path) -> list[Path]:
@@ -82,7 +82,7 @@ def test_sha_helpers_agree_with_hashlib(tmp_path: Path) -> None:
     data = bytes(range(256)) * 5000  # more than one read chunk
     p = tmp_path / "f.bin"
     p.write_bytes(data)
-    assert sha256_file(p) == sha256_bytes(data) == hashlib.sha256(data).hexdigest()
+    assert sha256_file(p) == hashlib.sha256(data).hexdigest()
 
 
 def test_verify_is_false_after_altering_one_byte(tmp_path: Path, arr: np.ndarray) -> None:
