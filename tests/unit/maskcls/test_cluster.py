@@ -7,12 +7,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from maskcls.data import Item, _phash, cluster, index_blocks, near_pairs
 from maskcls.files import read_regular, scan_tree
-from maskcls.preprocess import decode_image, to_gray
 
 SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared/datasets/face-mask"
 
@@ -156,10 +156,12 @@ def test_cluster_equals_brute_force_on_the_shared_data() -> None:
     assert len(images) > 3000
 
     def hashes(path: Path) -> tuple[int, int]:
-        gray = to_gray(decode_image(read_regular(path)))
+        # OpenCV's plain grayscale decode: 4x faster than the pipeline's (EXIF, alpha), and the
+        # hashes are real ones either way; both clusterings see the same hashes.
+        gray = cv2.imdecode(np.frombuffer(read_regular(path), np.uint8), cv2.IMREAD_GRAYSCALE)
         return _phash(gray), _phash(gray[:, ::-1])
 
-    # OpenCV releases the GIL while decoding, so two threads halve the wait.
+    # OpenCV releases the GIL while decoding, so two threads overlap.
     with ThreadPoolExecutor(max_workers=2) as pool:
         pairs = list(pool.map(hashes, [f.path for f in images]))
     hh, mm = (np.array(col, dtype=np.uint64) for col in zip(*pairs))
