@@ -6,10 +6,12 @@ Reading the source itself (URL, zip or folder) is ``maskcls.source``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import math
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -278,35 +280,160 @@ def dataset_fingerprint(items: list[Item]) -> str:
 
 
 def cluster(items: list[Item], threshold: int) -> list[int]:
-    """Near-duplicate cluster index of each item (union-find over perceptual-hash distance).
+    """Near-duplicate cluster of each item: the smallest index in its connected component.
 
     Two images are near-duplicates when the Hamming distance between their hashes, or
-    between one's hash and the other's mirror hash, is at most ``threshold``.
+    between one's hash and the other's mirror hash, is at most ``threshold``; clusters
+    are the transitive closure. Candidates come from multi-index hashing
+    (``near_pairs``), so the work grows with the number of candidate pairs, not n^2.
     """
     n = len(items)
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
     if n == 0:
         return []
     h = np.array([i.phash for i in items], dtype=np.uint64)
     m = np.array([i.phash_mirror for i in items], dtype=np.uint64)
-    for a in range(n - 1):
-        # Symmetric: a's hash vs b's mirror and a's mirror vs b's hash differ on noisy images.
-        d = np.minimum(
-            np.bitwise_count(h[a] ^ h[a + 1 :]),
-            np.minimum(np.bitwise_count(h[a] ^ m[a + 1 :]), np.bitwise_count(m[a] ^ h[a + 1 :])),
+    a, b = near_pairs(h, m, threshold)
+    return _components(n, a, b).tolist()
+
+
+def _ball(width: int, radius: int) -> int:
+    """How many keys of ``width`` bits lie within Hamming ``radius`` of one key."""
+    return sum(math.comb(width, k) for k in range(min(radius, width) + 1))
+
+
+def _block_widths(blocks: int) -> list[int]:
+    return [64 // blocks + (1 if k < 64 % blocks else 0) for k in range(blocks)]
+
+
+def index_blocks(n: int, threshold: int) -> int:
+    """How many blocks to split the 64-bit hashes into, for ``n`` hashes, by estimated work.
+
+    With ``blocks`` blocks, two hashes within ``threshold`` have some block within
+    ``threshold // blocks`` of each other (pigeonhole); ``threshold + 1`` blocks need exact
+    block matches. Work per query: its probes plus the candidates they hit, estimated for
+    uniformly spread hashes.
+    """
+    def cost(blocks: int) -> float:
+        radius = threshold // blocks
+        return sum(_ball(w, radius) * (1 + n / 2**w) for w in _block_widths(blocks))
+
+    return min(range(1, min(threshold + 1, 64) + 1), key=cost)
+
+
+# Bounds on the arrays built at once: probes per query chunk, candidate pairs per check.
+_PROBES_PER_CHUNK = 1 << 20
+_PAIRS_PER_CHECK = 1 << 22
+
+
+def near_pairs(
+    h: np.ndarray, m: np.ndarray, threshold: int, blocks: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (a, b), a != b, of near-duplicates under the mirror rule, by multi-index hashing.
+
+    ``h`` and ``m`` are the uint64 hashes and mirror hashes. Each block of ``h`` is sorted
+    once; the same block of every ``h`` and ``m`` is probed with each key within
+    ``threshold // blocks`` bits, and every hit is checked exactly. Probing with ``m``
+    finds the pairs where one's mirror is near the other's hash. A pair may come out
+    more than once. ``blocks`` defaults to ``index_blocks``.
+    """
+    blocks = index_blocks(len(h), threshold) if blocks is None else blocks
+    if not 1 <= blocks <= 64:
+        raise ValueError(f"the 64-bit hashes cannot be split into {blocks} blocks")
+    # Pigeonhole: if every block differed in more than `radius` bits, the hashes would differ
+    # in blocks * (radius + 1) > threshold bits.
+    radius = threshold // blocks
+    out_a: list[np.ndarray] = []
+    out_b: list[np.ndarray] = []
+    low = 0
+    for width in _block_widths(blocks):
+        mask = np.uint64((1 << width) - 1)
+        # Table lookups index with int64; a wider block keeps uint64 (a 64-bit block overflows int64).
+        kind = np.int64 if width <= _TABLE_BITS else np.uint64
+        keys = ((h >> np.uint64(low)) & mask).astype(kind)
+        order = np.argsort(keys, kind="stable")
+        bounds = _bucket_bounds(keys, order, width)
+        flips = np.array(
+            [sum(1 << bit for bit in bits) for k in range(min(radius, width) + 1)
+             for bits in itertools.combinations(range(width), k)],
+            dtype=kind,
         )
-        for b in np.nonzero(d <= threshold)[0]:
-            ra, rb = find(a), find(a + 1 + int(b))
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-    return [find(a) for a in range(n)]
+        step = max(1, _PROBES_PER_CHUNK // len(flips))
+        # Probing with the hashes finds hash/hash pairs from both ends (kept once, a < b);
+        # probing with the mirrors finds mirror(a)/hash(b) pairs, from a's end only.
+        for query, both_ends in ((h, True), (m, False)):
+            qkeys = ((query >> np.uint64(low)) & mask).astype(kind)
+            for start in range(0, len(query), step):
+                probes = (qkeys[start : start + step, None] ^ flips[None, :]).ravel()
+                left, right = bounds(probes)
+                rows = np.repeat(np.arange(start, min(start + step, len(query))), len(flips))
+                for a, b in _expand(rows, left, right - left, order):
+                    keep = a < b if both_ends else a != b
+                    a, b = a[keep], b[keep]
+                    near = np.bitwise_count(query[a] ^ h[b]) <= threshold
+                    out_a.append(a[near])
+                    out_b.append(b[near])
+        low += width
+    if not out_a:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    return np.concatenate(out_a), np.concatenate(out_b)
+
+
+# Blocks up to this many bits are looked up in a table of bucket offsets (2**24 entries at
+# most, 128 MiB); wider ones by binary search in the sorted keys.
+_TABLE_BITS = 24
+
+
+def _bucket_bounds(
+    keys: np.ndarray, order: np.ndarray, width: int
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A function from probe keys to the [left, right) range of ``order`` holding each key."""
+    if width <= _TABLE_BITS:
+        offsets = np.zeros((1 << width) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(keys, minlength=1 << width), out=offsets[1:])
+        return lambda probes: (offsets[probes], offsets[probes + 1])
+    sorted_keys = keys[order]
+    return lambda probes: (np.searchsorted(sorted_keys, probes, "left"), np.searchsorted(sorted_keys, probes, "right"))
+
+
+def _expand(
+    rows: np.ndarray, left: np.ndarray, counts: np.ndarray, order: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The (query, hit) index pairs of probe results, in pieces of about ``_PAIRS_PER_CHECK``."""
+    hit = counts > 0
+    rows, left, counts = rows[hit], left[hit], counts[hit]
+    ends = np.cumsum(counts)
+    start = 0
+    while start < len(counts):
+        base = ends[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, base + _PAIRS_PER_CHECK, "right")))
+        c = counts[start:stop]
+        total = int(c.sum())
+        offsets = np.repeat(left[start:stop] - (np.cumsum(c) - c), c) + np.arange(total)
+        yield np.repeat(rows[start:stop], c), order[offsets]
+        start = stop
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Union-find over the edges (a, b), vectorised: each node's root is the smallest index of its component.
+
+    Each round hooks every root that has an edge to another tree under the smaller root,
+    then compresses paths fully; the number of trees at least halves per round.
+    """
+    parent = np.arange(n)
+    while True:
+        ra, rb = parent[a], parent[b]
+        apart = ra != rb
+        if not apart.any():
+            return parent
+        ra, rb = ra[apart], rb[apart]
+        low = np.minimum(ra, rb)
+        np.minimum.at(parent, ra, low)
+        np.minimum.at(parent, rb, low)
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
 
 
 def _unit_hash(*parts: object) -> float:
