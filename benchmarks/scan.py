@@ -89,27 +89,31 @@ def tune() -> dict[str, Any]:
     return out
 
 
-def collages(folder: Path, n: int = 40, seed: int = 0) -> list[Path]:
-    """``n`` 640x480 photos of 4-8 face images each from face-mask/, on a grey background."""
+def collages(folder: Path, n: int = 40, seed: int = 0) -> list[tuple[Path, list[Box]]]:
+    """``n`` 640x480 photos of 4-8 face images each from face-mask/ on a grey background, with
+    the square each face image was pasted in (a face fills most of it: matched at IoU 0.3)."""
     rng = np.random.default_rng(seed)
     faces = sorted(p for p in FACES.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-    paths = []
+    out = []
     for k in range(n):
         canvas = np.full((480, 640, 3), 128, np.uint8)
         count = int(rng.integers(4, 9))
         cells = rng.permutation(12)[:count]  # a 4x3 grid of 160x160 cells
+        placed = []
         for cell in cells:
-            img = cv2.imread(str(faces[int(rng.integers(len(faces)))]))
+            pick = faces[int(rng.integers(len(faces)))]
+            img = cv2.imread(str(pick))
             if img is None:
                 continue
             side = int(rng.integers(90, 150))
             img = cv2.resize(img, (side, side))
             x, y = int(cell % 4) * 160 + (160 - side) // 2, int(cell // 4) * 160 + (160 - side) // 2
             canvas[y:y + side, x:x + side] = img
+            placed.append(Box(x, y, side, side, pick.parent.name))
         path = folder / f"collage{k:03d}.jpg"
         cv2.imwrite(str(path), canvas)
-        paths.append(path)
-    return paths
+        out.append((path, placed))
+    return out
 
 
 def report(model: str | None) -> dict[str, Any]:
@@ -120,12 +124,16 @@ def report(model: str | None) -> dict[str, Any]:
     log("report photos")
     out["report"] = evaluate(scanner, SCENES, "report", classes, labelled=labelled)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = collages(Path(tmp))
+        made = collages(Path(tmp))
         start = time.perf_counter()
-        result = scanner.scan(paths)
+        result = scanner.scan([p for p, _ in made])
         elapsed = time.perf_counter() - start
-        out["collages"] = {"photos": len(paths), "faces_found": sum(len(r.faces) for r in result.images),
-                           "photos_per_s": len(paths) / elapsed}
+        found = {r.image: [Box(f.x, f.y, f.w, f.h, None, f.detector_score or 0.0) for f in r.faces]
+                 for r in result.images}
+        figures = score([Scene(p.name, truth, found.get(str(p), [])) for p, truth in made], iou_threshold=0.3)
+        out["collages"] = {"photos": len(made), "faces": figures["faces"], "found": figures["found"],
+                           "recall_iou0.3": figures["recall"], "precision_iou0.3": figures["precision"],
+                           "photos_per_s": len(made) / elapsed, "ms_per_photo": 1000 * elapsed / len(made)}
     return out
 
 

@@ -52,7 +52,7 @@ def _classes(model: Any) -> list[str]:
 
 
 def scan(
-    paths: Annotated[list[Path], typer.Argument(help="Photos, videos or folders of them")],
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Photos, videos or folders of them")] = None,
     model: Annotated[str, typer.Option(help="MLflow model URI of the classifier")] = DEFAULT_MODEL,
     out: Annotated[Path, typer.Option(help="Folder for scan.csv, summary.json and annotated copies")] = Path("scans"),
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
@@ -70,6 +70,9 @@ def scan(
 
     from maskcls.scan import ScanConfig, Scanner, write_csv, write_summary
 
+    if not paths and evaluate is None:
+        err.print("[bold red]error:[/] give photos, videos or folders to scan (or --evaluate DIR)")
+        raise typer.Exit(2)
     try:
         config = ScanConfig(every_s=every, blur=blur, whole_image=whole_image)
     except ValidationError as exc:
@@ -91,7 +94,7 @@ def scan(
     out.mkdir(parents=True, exist_ok=True)
     with _progress() as progress:
         task = progress.add_task("scanning", total=None)
-        result = scanner.scan(paths, None if no_images else out / "images",
+        result = scanner.scan(paths or [], None if no_images else out / "images",
                               lambda done, total: progress.update(task, completed=done, total=total))
     summary = result.summary(classes)
     write_csv(out / "scan.csv", result)

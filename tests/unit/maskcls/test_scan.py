@@ -232,3 +232,31 @@ def test_scene_scoring() -> None:
     assert r["answers_for_mask_weared_incorrect"] == {"with_mask": 1}
     assert r["count_mae_with_mask"] == 1 and r["count_mae_without_mask"] == 0
     assert r["masked_share_error"] == pytest.approx(2 / 3 - 1 / 3)
+
+
+def test_scan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from flows import scan_cli
+
+    monkeypatch.setattr(scan_cli, "load_classifier", lambda uri: (FakeClassifier(), ["with_mask", "without_mask"]))
+    app = typer.Typer()
+    app.command("scan")(scan_cli.scan)  # how the coordinator mounts it on the main app
+    app.command("other")(lambda: None)  # a multi-command app, so "scan" is a sub-command name
+    root = tmp_path / "in"
+    photo(root / "crowd.jpg", TWO_BIG_ONE_SMALL)
+    out = tmp_path / "out"
+    ok = CliRunner().invoke(app, ["scan", str(root), "--out", str(out), "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["count_with_mask"] == 2
+    assert (out / "images" / "in" / "crowd.jpg").is_file() and (out / "scan.csv").is_file()
+    assert json.loads((out / "summary.json").read_text())["faces"] == 3
+
+    (root / "zero.jpg").write_bytes(b"")
+    bad = CliRunner().invoke(app, ["scan", str(root), "--out", str(tmp_path / "out2"), "--no-images"])
+    assert bad.exit_code == 1
+    assert "masked share" in bad.stdout and "zero.jpg: empty file" in bad.output
+    assert not (tmp_path / "out2" / "images").exists()
