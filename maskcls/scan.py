@@ -237,8 +237,9 @@ def draw(image: np.ndarray, faces: Sequence[FaceResult], blur: bool) -> np.ndarr
         text = f"{f.label} {f.probability:.2f}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         ty = f.y - 2 if f.y - th - base - 2 >= 0 else min(height - base, f.y + f.h + th + 2)
-        cv2.rectangle(out, (f.x, ty - th - base), (f.x + tw, ty + base // 2), colour, cv2.FILLED)
-        cv2.putText(out, text, (f.x, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+        tx = max(0, min(f.x, width - tw))  # the label stays inside the image
+        cv2.rectangle(out, (tx, ty - th - base), (tx + tw, ty + base // 2), colour, cv2.FILLED)
+        cv2.putText(out, text, (tx, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
                     cv2.LINE_AA)
     return out
 
