@@ -364,3 +364,18 @@ def _settings_problems(cls: type[Settings], exc: ValidationError) -> str:
         f"invalid environment setting: {'; '.join(problems)}. Fix the variable, or unset it to use its "
         "default (the README lists every MASKCLS_* setting)."
     )
+
+
+def build_config(profile: str, epochs: int | None = None, learning_rate: float | None = None,
+                 batch_size: int | None = None, max_images: int | None = None,
+                 overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """The training flow's config: a profile, then ``overrides`` (``section.field`` -> value; strings
+    are parsed like ``--set``), then the flow's own parameters where given."""
+    merged: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        merged.update(parse_overrides([f"{key}={value}"]) if isinstance(value, str) else {key: value})
+    for key, value in (("train.epochs", epochs), ("train.learning_rate", learning_rate),
+                       ("train.batch_size", batch_size), ("data.max_images", max_images)):
+        if value is not None:
+            merged[key] = value
+    return load_config(profile, merged)

@@ -1,8 +1,9 @@
 """Cache keys of the pipeline's stages.
 
 A stage's key is: the fingerprints of its inputs + its own config + the code version of
-that stage (a hash of the maskcls modules it uses). Prefect's DEFAULT policy includes the
-run id, and TASK_SOURCE sees only the task function's own text, so neither is right here.
+that stage (a hash of the project modules it and the stages before it import, see
+``tasks.codeversion``). Prefect's DEFAULT policy includes the run id, and TASK_SOURCE
+sees only the task function's own text, so neither is right here.
 
 Before a cached result is trusted its output files are checked: a hit whose file is
 gone or no longer matches its fingerprint is dropped, so the task recomputes it.
@@ -11,10 +12,9 @@ gone or no longer matches its fingerprint is dropped, so the task recomputes it.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +23,9 @@ from prefect.context import TaskRunContext
 from prefect.logging import get_logger
 from pydantic import BaseModel
 
+from tasks.codeversion import stage_code_version
+
 logger = get_logger("maskcls.cache")
-
-
-def module_path(module: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise ImportError(f"cannot find module {module}")
-    return Path(spec.origin)
-
-
-def code_version(*modules: str) -> str:
-    """Hash of the source text of the named modules (e.g. ``maskcls.train``)."""
-    h = hashlib.sha256()
-    for name in sorted(set(modules)):
-        h.update(name.encode())
-        h.update(module_path(name).read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _jsonable(value: Any) -> Any:
@@ -56,19 +42,15 @@ def _jsonable(value: Any) -> Any:
 
 def input_digest(value: Any) -> str:
     """Stable hash of a task input (pydantic records hash by content, not by pickle)."""
-    if isinstance(value, BaseModel) and hasattr(value, "cache_identity"):
-        value = value.cache_identity()
     return hashlib.sha256(json.dumps(_jsonable(value), sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass
 class StageCache(CachePolicy):
-    """Key = stage name + code version of its modules + digests of the named inputs."""
+    """Key = stage name + the stage's code version + digests of the named inputs (its config among them)."""
 
     stage: str = ""
-    modules: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()
-    extra: dict[str, str] = field(default_factory=dict)
 
     def compute_key(
         self,
@@ -79,9 +61,8 @@ class StageCache(CachePolicy):
     ) -> str | None:
         parts = {
             "stage": self.stage,
-            "code": code_version(*self.modules) if self.modules else "",
+            "code": stage_code_version(self.stage),
             "inputs": {name: input_digest(inputs.get(name)) for name in self.inputs},
-            "extra": self.extra,
         }
         key = f"{self.stage}-{hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]}"
         _drop_if_stale(task_ctx, key)

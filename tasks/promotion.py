@@ -32,7 +32,7 @@ def _accuracy(predict, images: list[bytes], labels: list[str]) -> float:
 
 def register_and_promote(model: Any, evaluation: Any, arrays: Any, config: PipelineConfig, settings: Settings,
                          run_id: str, log: Logger | LoggerAdapter) -> Any:
-    from tasks.stages import RegisterRecord
+    from tasks.records import RegisterRecord
 
     client = tracking.configure(settings)
     classes = arrays.classes

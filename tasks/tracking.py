@@ -305,3 +305,20 @@ def trained_on(client: MlflowClient, run_id: str) -> set[str]:
 
 def host_of(uri: str) -> str:
     return urlparse(uri).hostname or uri
+
+
+# --- used by the training stages ---
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    """Set several tags of a run in one request."""
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+def tag_outcome(client: MlflowClient, run_id: str, cache_hit: bool, source_run_id: str) -> None:
+    """Tag whether every stage came from the cache (then nothing was registered: `promotion=cached`)
+    and which run trained the model."""
+    tags = {"cache_hit": str(cache_hit).lower(), "source_run_id": source_run_id}
+    set_tags(client, run_id, {**tags, "promotion": "cached"} if cache_hit else tags)

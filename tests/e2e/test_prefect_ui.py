@@ -3,35 +3,19 @@ runs (the second run's stages Cached) and its `training-summary` markdown artifa
 
 from __future__ import annotations
 
-import ast
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
 from maskcls.names import ON_DEMAND
+from maskcls.stages import STAGE_NAMES as CACHED_STAGES
 
-from .conftest import REPO, Shot, Stack
+from .conftest import Shot, Stack
 from .ui import open_deployment, open_flow_run, task_run_states
 
 pytestmark = pytest.mark.e2e
-
-
-def _cached_stages() -> tuple[str, ...]:
-    """flows/train.py's CACHED_STAGES, read from its source: importing the flow would import
-    Prefect into this process before tests/integration/conftest.py sets Prefect's environment."""
-    tree = ast.parse(Path(REPO / "flows" / "train.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "CACHED_STAGES" for t in node.targets
-        ):
-            return tuple(ast.literal_eval(node.value))
-    raise AssertionError("flows/train.py has no CACHED_STAGES")
-
-
-CACHED_STAGES = _cached_stages()
 
 
 def stage_of(task_run_name: str) -> str:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from maskcls.config import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, load_config
+from maskcls.stages import STAGE_NAMES as CACHED_STAGES
 from tasks.locking import held, holder_info
 from tests.faults import crafting
 from tests.integration.pg_util import topology
@@ -27,7 +28,6 @@ from .conftest import QUIET, Cli, base_env, model_version_has_artifacts, wait_fo
 
 DEPLOYMENT = "faults-concurrent"
 POOL = "maskcls"
-CACHED_STAGES = ("download", "validate", "split", "preprocess", "augment", "train", "evaluate", "register")
 
 
 @pytest.fixture(scope="module")

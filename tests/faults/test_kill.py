@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from maskcls.config import REGISTERED_MODEL_NAME
+from maskcls.stages import STAGE_NAMES as STAGES
 from tasks.locking import held, holder_info
 from tests.faults import crafting
 
@@ -39,7 +40,6 @@ from .conftest import (
     wait_for,
 )
 
-STAGES = ("download", "validate", "split", "preprocess", "augment", "train", "evaluate", "register")
 TRAIN = ["train", "--profile", "smoke", "--json"]
 
 
@@ -172,7 +172,7 @@ def test_run_after_the_kills_finishes_with_a_correct_result(chain, mlflow_client
 
 def test_every_cached_record_points_at_intact_files(chain):
     """Records in the result storage all verify: no partly written file was ever recorded."""
-    import tasks.stages  # noqa: F401 - the record classes, for unpickling
+    import tasks.records  # noqa: F401 - the record classes, for unpickling
     from prefect.results import ResultRecord
 
     records = sorted((chain.home / "prefect-results").iterdir())

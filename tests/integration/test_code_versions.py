@@ -1,54 +1,53 @@
-"""Editing a maskcls module reruns the stages that use it and what follows, nothing
-before: checked module by module in a temporary copy of the project, through the CLI."""
+"""Editing a module reruns, in a real flow, the stages whose code imports it and those after
+them, nothing before; checked for three modules in a temporary copy of the project, through
+the CLI. (Every module is checked without a flow in tests/unit/tasks/test_codeversion.py.)"""
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
+
+from maskcls.stages import STAGE_NAMES
+from tasks.codeversion import stage_modules
 
 from .conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration
 
-STAGES = ["download", "validate", "split", "preprocess", "augment", "train", "evaluate", "register"]
-
-# module -> the first stage that uses it
-FIRST_USER = {
-    "source": "download",
-    "data": "validate",
-    "preprocess": "validate",
-    "augment": "augment",
-    "model": "train",
-    "train": "train",
-    "evaluate": "augment",  # augment draws its preview grid with maskcls.evaluate
-    "inference": "register",
-}
+# a library module, the stage module using it (maskcls/augment.py), a task module: three cuts.
+EDITED = ("maskcls.store", "maskcls.augment", "tasks.evaluate")
 
 
-def _run(copy, source) -> dict:
+def _run(copy: Path, source: Path) -> dict:
     out = run_cli(["train", "--profile", "smoke", "--source", str(source), "--json", "--max-images", "60"],
                   env={"PYTHONPATH": str(copy)}, cwd=copy)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout[out.stdout.index("{"):])
 
 
-def test_editing_each_module_reruns_its_stage_and_what_follows(servers, subset, tmp_path):
+def _first_user(module: str, copy: Path) -> str:
+    """The first stage whose code version covers ``module``, per the registry's import walk."""
+    return next(name for name in STAGE_NAMES if module in stage_modules(name, copy))
+
+
+def test_editing_a_module_reruns_its_stages_and_what_follows(servers, subset, tmp_path):
     copy = tmp_path / "project"
     shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "tests", "*.egg-info"))
     baseline = _run(copy, subset)
-    assert set(baseline["stages"]) == set(STAGES)
-    for module, first in FIRST_USER.items():
-        path = copy / "maskcls" / f"{module}.py"
+    assert list(baseline["stages"]) == list(STAGE_NAMES)
+    for module in EDITED:
+        path = copy.joinpath(*module.split(".")).with_suffix(".py")
         original = path.read_text()
         path.write_text(original + f"\n\n# edited by the test: {module}\n")
         try:
             result = _run(copy, subset)
         finally:
             path.write_text(original)
-        cut = STAGES.index(first)
-        expected = {s: ("Cached" if k < cut else "Completed") for k, s in enumerate(STAGES)}
+        cut = STAGE_NAMES.index(_first_user(module, copy))
+        expected = {s: ("Cached" if k < cut else "Completed") for k, s in enumerate(STAGE_NAMES)}
         assert result["stages"] == expected, (module, result["stages"])
     # with every module restored, everything is Cached again
     assert set(_run(copy, subset)["stages"].values()) == {"Cached"}

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from maskcls.config import CHAMPION_ALIAS, EXPERIMENT_NAME, REGISTERED_MODEL_NAME, load_config
+from maskcls.stages import STAGE_NAMES as STAGES
 
 pytestmark = pytest.mark.integration
-
-STAGES = ("download", "validate", "split", "preprocess", "augment", "train", "evaluate", "register")
 
 
 def task_states(flow_run_id: str) -> dict[str, str]:
