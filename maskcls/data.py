@@ -378,9 +378,9 @@ def near_pairs(
     return np.concatenate(out_a), np.concatenate(out_b)
 
 
-# Blocks up to this many bits are looked up in a table of bucket offsets (2**24 entries at
-# most, 128 MiB); wider ones by binary search in the sorted keys.
-_TABLE_BITS = 24
+# Blocks up to this many bits are looked up in a table of bucket offsets (2**22 entries at
+# most, 32 MiB); wider ones by binary search in the sorted keys.
+_TABLE_BITS = 22
 
 
 def _bucket_bounds(
