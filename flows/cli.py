@@ -57,7 +57,8 @@ def _report(exc: Exception, debug: bool, log_file: Path | None) -> None:
     if log_file is not None:
         log.error("%s", exc, exc_info=exc)
     if debug:
-        err.print("".join(traceback.format_exception(exc)), markup=False, highlight=False, end="")
+        err.print("".join(traceback.format_exception(exc)), markup=False, highlight=False, soft_wrap=True,
+                  end="")
     if isinstance(exc, MaskclsError):
         text = exc.message
     else:  # a bug, or a failure nothing translated yet: say what it is, without pretending to explain it

@@ -433,3 +433,17 @@ def test_every_maskcls_variable_in_the_tree_is_a_settings_field() -> None:
     fields = {Settings.env_name(f) for f in Settings.model_fields}
     assert named - _PROCESS_MARKERS <= fields, f"not a Settings field: {sorted(named - _PROCESS_MARKERS - fields)}"
     assert "MASKCLS_HOME" in named  # the scan reads the tree
+
+
+def test_the_readme_table_lists_every_setting_with_its_default() -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Configuration") :]
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \|", section, flags=re.M))
+    assert set(rows) == {Settings.env_name(f) for f in Settings.model_fields}
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, (int, float, str)) and default not in ("", DEFAULT_SOURCE):
+            shown = f"{default:g}" if isinstance(default, float) else str(default)
+            assert rows[Settings.env_name(name)].strip() == f"`{shown}`", name
