@@ -202,3 +202,40 @@ def test_route_logging_sends_everything_to_the_file(debug: bool, _home: Path) ->
     shown = [r.getMessage() for r in console.records]
     expected = ["Beginning flow run 'x'"] + (["Encountered exception during execution"] if debug else [])
     assert shown == expected
+
+
+# --- the MLflow calls of predict and cache prune, on a local store (no server) -------------------
+
+
+@pytest.fixture(scope="module")
+def _store_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One MASKCLS_HOME for the tests below: creating MLflow's SQLite store takes seconds."""
+    return tmp_path_factory.mktemp("store-home")
+
+
+@pytest.fixture
+def store_home(_store_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MASKCLS_HOME", str(_store_home))
+    return _store_home
+
+
+def test_predict_with_an_unknown_model_is_a_tracking_error_naming_it(store_home: Path) -> None:
+    code, out, err = _invoke("predict", "--model", "models:/no-such-model@champion", "x.jpg")
+    assert code == 1 and out == ""
+    first = next(line for line in err.splitlines() if line.startswith("error:"))
+    assert first.startswith(f"error: cannot load model models:/no-such-model@champion from sqlite:///{store_home}")
+    assert "no-such-model" in first.split(" from ", 1)[1]
+    assert "Traceback" not in err
+
+
+def test_cache_prune_removes_model_files_no_version_uses(store_home: Path) -> None:
+    stray = store_home / "store" / "models" / ("0" * 64 + ".keras")
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"not registered")
+    code, out, _ = _invoke("cache", "prune", "--dry-run")
+    assert code == 0
+    assert out.splitlines() == [f"would remove {stray}", "1 model files to remove, 0 in use kept"]
+    assert stray.exists()
+    code, out, _ = _invoke("cache", "prune")
+    assert code == 0 and out.splitlines()[-1] == "1 model files removed, 0 in use kept"
+    assert not stray.exists()
