@@ -1,29 +1,141 @@
-"""`maskcls` command line: train, predict, cache prune."""
+"""`maskcls` command line: train, predict, sweep, scan, cache prune, stack up|down|status.
+
+Errors: a ``MaskclsError`` prints its message alone (exit 2 for a ConfigError, else 1);
+the traceback and Prefect's failure reports go to ``$MASKCLS_HOME/logs/maskcls.log``, or
+to the console with ``maskcls --debug ...``.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
+import logging
+import os
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Train, track and use the face-mask classifier.")
+from maskcls.config import ConfigError, Settings, load_config, parse_overrides
+from flows import scan_cli
+from maskcls.errors import MaskclsError
+from stack import cli as stack_cli
+
+err = Console(stderr=True)
+#: Writes the tracebacks of reported errors to the log file only (see _route_logging).
+log = logging.getLogger("maskcls.cli")
+
+
+@dataclass
+class _Run:
+    """What the global options and the environment give every command (``ctx.obj``)."""
+
+    settings: Settings
+    debug: bool
+    log_file: Path | None = None  # set once records are routed to it
+
+
+class _ReportingGroup(TyperGroup):
+    """Runs a command; an error becomes one paragraph on stderr and an exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):  # exit codes and usage errors: typer reports them
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported below, never swallowed
+            run = ctx.obj if isinstance(ctx.obj, _Run) else None
+            _report(exc, debug=run.debug if run else bool(ctx.params.get("debug")),
+                    log_file=run.log_file if run else None)
+            raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
+
+
+def _report(exc: Exception, debug: bool, log_file: Path | None) -> None:
+    """``error: <message>``, after the traceback with --debug, else with where the full log is."""
+    if log_file is not None:
+        log.error("%s", exc, exc_info=exc)
+    if debug:
+        err.print("".join(traceback.format_exception(exc)), markup=False, highlight=False, soft_wrap=True,
+                  end="")
+    if isinstance(exc, MaskclsError):
+        text = exc.message
+    else:  # a bug, or a failure nothing translated yet: say what it is, without pretending to explain it
+        text = f"unexpected {exc.__class__.__name__}: {' '.join(str(exc).split())[:600]}"
+    err.print(f"[bold red]error:[/] {text}", soft_wrap=True, highlight=False)
+    if log_file is not None and not debug:
+        err.print(f"The full log is in {log_file} (`maskcls --debug ...` shows it here).",
+                  soft_wrap=True, highlight=False)
+
+
+app = typer.Typer(cls=_ReportingGroup, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False, help="Train, track and use the face-mask classifier.")
 cache_app = typer.Typer(no_args_is_help=True, help="Manage the content-addressed store under MASKCLS_HOME.")
 app.add_typer(cache_app, name="cache")
-err = Console(stderr=True)
 
 
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    raise typer.Exit(code)
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Print tracebacks and Prefect's failure reports on "
+                                        "the console (they always go to $MASKCLS_HOME/logs/maskcls.log)")] = False,
+) -> None:
+    """Read the environment once, for every command (a bad MASKCLS_* value stops here)."""
+    ctx.obj = _Run(settings=Settings.from_env(), debug=debug)
+
+
+class _NoFailureReports(logging.Filter):
+    """Keeps the console to progress: a failure is reported once, by the CLI's own paragraph.
+
+    Dropped (they stay in the log file): records carrying a traceback, errors logged by
+    Prefect's flow and task engines, and the flow engine's closing "Finished in state
+    Failed/Crashed" line, which repeats the error's text.
+    """
+
+    _ENGINES = ("prefect.flow_runs", "prefect.task_runs")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            return False
+        if not record.name.startswith(self._ENGINES):
+            return True
+        if record.levelno >= logging.ERROR:
+            return False
+        return not record.getMessage().startswith(("Finished in state Failed", "Finished in state Crashed"))
+
+
+def _route_logging(run: _Run) -> None:
+    """Every log record of this process goes to the log file; the console keeps progress only.
+
+    Call it after Prefect is imported, when the command uses Prefect: Prefect installs its
+    console handler on the root logger at import, and leaves the root logger alone if it
+    already has a handler like ours.
+    """
+    run.log_file = run.settings.logs_dir / "maskcls.log"
+    run.log_file.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    consoles = list(root.handlers)
+    to_file = logging.FileHandler(run.log_file, encoding="utf-8")
+    to_file.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(process)d | %(name)s - %(message)s"))
+    root.addHandler(to_file)
+    log.addHandler(to_file)
+    log.propagate = False  # a reported error's traceback: the console shows it only through --debug
+    if not run.debug:
+        for handler in consoles:
+            handler.addFilter(_NoFailureReports())
+
+
+def _as_flow_overrides(overrides: dict[str, Any]) -> dict[str, str]:
+    """Overrides as the flows' string parameters (the form the Prefect UI's run form sends)."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in overrides.items()}
 
 
 @app.command()
 def train(
+    ctx: typer.Context,
     profile: Annotated[str, typer.Option(help="default | seed | smoke")] = "default",
     source: Annotated[Optional[str], typer.Option(help="Folder, zip or http(s) URL of a zip "
                                                   "(default: MASKCLS_DATA_SOURCE, else the pinned archive)")] = None,
@@ -37,24 +149,16 @@ def train(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Run the training flow (download, validate, split, preprocess, augment, train, evaluate, register)."""
-    from maskcls.config import ConfigError, load_config, parse_overrides
-
-    try:
-        overrides = parse_overrides(set_)
-        load_config(profile, overrides)  # fail fast on a bad profile or setting
-    except ConfigError as exc:
-        _fail(str(exc), 2)
-    _isolate_prefect_home()
+    run: _Run = ctx.obj
+    overrides = parse_overrides(set_)
+    load_config(profile, overrides)  # fail fast on a bad profile or setting
+    _isolate_prefect_home(run.settings)
     from flows.train import train_flow
 
-    try:
-        result = train_flow(profile=profile, source=source, epochs=epochs, learning_rate=learning_rate,
-                            batch_size=batch_size, max_images=max_images, refresh=refresh,
-                            overrides={k: json.dumps(v) if not isinstance(v, str) else v
-                                       for k, v in overrides.items()})
-    except Exception as exc:  # noqa: BLE001 - one readable paragraph, the traceback is in Prefect's log
-        _fail(_explain(exc))
-        return
+    _route_logging(run)
+    result = train_flow(profile=profile, source=source, epochs=epochs, learning_rate=learning_rate,
+                        batch_size=batch_size, max_images=max_images, refresh=refresh,
+                        overrides=_as_flow_overrides(overrides))
     if json_out:
         print(json.dumps(result, indent=2, default=str))
         return
@@ -67,61 +171,22 @@ def train(
     )
 
 
-def _isolate_prefect_home() -> None:
+def _isolate_prefect_home(settings: Settings) -> None:
     """Without a Prefect server, keep Prefect's ephemeral database under MASKCLS_HOME.
 
     Must run before prefect is imported: Prefect reads its settings at import time.
     """
-    import os
-
-    from maskcls.config import Settings
-
     if not os.environ.get("PREFECT_API_URL") and not os.environ.get("PREFECT_HOME"):
-        home = Settings.from_env().home / "prefect"
+        home = settings.home / "prefect"
         home.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(home)
         # The ephemeral server's telemetry write races its own startup ("database is locked").
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
-def _explain(exc: BaseException) -> str:
-    """The user-facing message of an error, whatever wrapped it."""
-    from maskcls.data import DataError
-
-    names = {"SourceError", "DataError", "TrackingError", "ConfigError", "StoreError", "DecodeError"}
-    seen: BaseException | None = exc
-    while seen is not None:
-        if type(seen).__name__ in names or isinstance(seen, DataError):
-            return str(seen)
-        if type(seen).__name__ == "MlflowException":
-            return _explain_mlflow(seen)
-        seen = seen.__cause__ or seen.__context__
-    return f"{exc.__class__.__name__}: {exc}"
-
-
-def _explain_mlflow(exc: BaseException) -> str:
-    """MLflow failing mid-run (the start is probed by tasks.tracking.configure): where, why, what next."""
-    import os
-    import re
-
-    text = " ".join(str(exc).split())
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or "(local store under MASKCLS_HOME)"
-    why = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text) or re.search(r"(Read timed out|timed out|Max retries exceeded)",
-                                                                    text)
-    problem = why.group(1).strip() if why else text[:300]
-    budget = os.environ.get("MASKCLS_MLFLOW_RETRY_S") or "60"
-    request = re.search(r"API request to (\S+) failed", text)
-    if why:
-        return (f"Lost the MLflow tracking server {uri} during the run: "
-                f"{'the request ' + request.group(1) if request else 'a request'} failed ({problem}) after "
-                f"retrying with backoff for up to {budget} s (MASKCLS_MLFLOW_RETRY_S). The run's finished "
-                "stages are cached: run the same command again once the server is back; the next run marks "
-                "this one FAILED in MLflow.")
-    return f"MLflow ({uri}) refused a request: {text[:600]}"
-
-
 @app.command()
 def predict(
+    ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders")],
     model: Annotated[str, typer.Option(help="MLflow model URI")] = "models:/face-mask-classifier@champion",
     batch: Annotated[int, typer.Option(help="Images per model call")] = 256,
@@ -129,19 +194,12 @@ def predict(
     """Label images with the champion model: one line per image (path, label, probability)."""
     import pandas as pd
 
-    from maskcls.config import Settings
-    from maskcls.files import image_files
+    from maskcls.files import image_files, read_regular
     from tasks import tracking
 
-    settings = Settings.from_env()
-    try:
-        tracking.configure(settings)
-        import mlflow
-
-        pyfunc = mlflow.pyfunc.load_model(model)
-    except Exception as exc:  # noqa: BLE001
-        _fail(f"cannot load model {model} from {settings.tracking_uri}: {_explain(exc)}")
-        return
+    run: _Run = ctx.obj
+    _route_logging(run)
+    pyfunc = tracking.load_model(run.settings, model)
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -156,7 +214,7 @@ def predict(
         data: list[bytes] = []
         for f in chunk:
             try:
-                data.append(f.read_bytes())
+                data.append(read_regular(f))
             except OSError as exc:
                 data.append(b"")
                 err.print(f"{f}\terror: {exc.strerror}")
@@ -180,6 +238,7 @@ SWEEP_HELP = (
 
 @app.command(help=SWEEP_HELP)
 def sweep(
+    ctx: typer.Context,
     grid: Annotated[list[str], typer.Option("--grid", help="A setting and the values to try: section.field=v1,v2 "
                                             "(repeatable; every combination is one run), e.g. "
                                             "--grid train.learning_rate=1e-3,3e-4")],
@@ -194,35 +253,17 @@ def sweep(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Train every combination of a grid on the stack's workers (help: SWEEP_HELP)."""
-    import os
-
-    from maskcls.config import ConfigError, parse_overrides
-
+    run: _Run = ctx.obj
     _stack_env()
-    try:
-        fixed = parse_overrides(set_)
-    except ConfigError as exc:
-        _fail(str(exc), 2)
-        return
-    from flows.sweep import SweepError, expand_grid, parse_grid, sweep_flow
+    fixed = parse_overrides(set_)
+    from flows.sweep import expand_grid, parse_grid, sweep_flow
 
-    try:
-        parsed = parse_grid(grid)
-        expand_grid(parsed)
-    except ConfigError as exc:
-        _fail(str(exc), 2)
-        return
+    _route_logging(run)
+    parsed = parse_grid(grid)
+    expand_grid(parsed)
     err.print(f"sweep on {os.environ['PREFECT_API_URL']}, MLflow {os.environ.get('MLFLOW_TRACKING_URI', '(local)')}")
-    try:
-        result = sweep_flow(grid=parsed, profile=profile, source=source, max_images=max_images, epochs=epochs,
-                            overrides={k: json.dumps(v) if not isinstance(v, str) else v for k, v in fixed.items()},
-                            timeout_minutes=timeout_minutes)
-    except (SweepError, ConfigError) as exc:
-        _fail(str(exc), 2 if isinstance(exc, ConfigError) else 1)
-        return
-    except Exception as exc:  # noqa: BLE001 - one readable paragraph, the traceback is in Prefect's log
-        _fail(_explain(exc))
-        return
+    result = sweep_flow(grid=parsed, profile=profile, source=source, max_images=max_images, epochs=epochs,
+                        overrides=_as_flow_overrides(fixed), timeout_minutes=timeout_minutes)
     if json_out:
         print(json.dumps(result, indent=2, default=str))
         return
@@ -249,51 +290,38 @@ def _stack_env() -> None:
 
     Must run before prefect is imported: Prefect reads its settings at import time.
     """
-    import os
-
-    from flows import stack
+    import stack
 
     if not os.environ.get("PREFECT_API_URL"):
-        config = stack.StackConfig.from_env()
+        config = stack.StackConfig.from_settings(Settings.from_env())
         services = stack.load_services(config.paths)
         prefect, mlflow = services.get(stack.PREFECT_SERVER), services.get(stack.MLFLOW_SERVER)
         if prefect is None or not prefect.healthy() or not prefect.url:
-            _fail("no Prefect server: a sweep runs its points on the workers of a running stack. Start it with "
-                  "`make up` (then run this from the same folder, or with the same MASKCLS_HOME), or set "
-                  "PREFECT_API_URL and MLFLOW_TRACKING_URI to a stack whose work pool has workers.", 2)
-            return
+            raise ConfigError(
+                "no Prefect server: a sweep runs its points on the workers of a running stack. Start it with "
+                "`make up` (then run this from the same folder, or with the same MASKCLS_HOME), or set "
+                "PREFECT_API_URL and MLFLOW_TRACKING_URI to a stack whose work pool has workers.")
         os.environ["PREFECT_API_URL"] = f"{prefect.url}/api"
         if not os.environ.get("MLFLOW_TRACKING_URI") and mlflow is not None and mlflow.healthy() and mlflow.url:
             os.environ["MLFLOW_TRACKING_URI"] = mlflow.url
     api_url = os.environ["PREFECT_API_URL"].rstrip("/")
     if not stack.http_ok(f"{api_url}/health", timeout=10):
-        _fail(f"the Prefect server at PREFECT_API_URL={api_url} does not answer: start the stack (`make up`) "
-              "or fix PREFECT_API_URL", 2)
+        raise ConfigError(f"the Prefect server at PREFECT_API_URL={api_url} does not answer: start the stack "
+                          "(`make up`) or fix PREFECT_API_URL")
     if not os.environ.get("MLFLOW_TRACKING_URI"):
-        _fail("MLFLOW_TRACKING_URI is not set: set it to the MLflow server the workers log to, so the "
-              "sweep's runs nest under one parent run", 2)
+        raise ConfigError("MLFLOW_TRACKING_URI is not set: set it to the MLflow server the workers log to, so "
+                          "the sweep's runs nest under one parent run")
 
 
 @cache_app.command("prune")
-def cache_prune(dry_run: Annotated[bool, typer.Option("--dry-run")] = False) -> None:
+def cache_prune(ctx: typer.Context, dry_run: Annotated[bool, typer.Option("--dry-run")] = False) -> None:
     """Remove stored models that no registered model version uses (data arrays stay)."""
-    from maskcls.config import REGISTERED_MODEL_NAME, Settings
-    from maskcls.store import sha256_file
     from tasks import tracking
 
-    settings = Settings.from_env()
-    client = tracking.configure(settings)
-    import tempfile
-
-    keep: set[str] = set()
-    for mv in client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'"):
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                local = client.download_artifacts(mv.run_id, "model/artifacts/model.keras", tmp)
-                keep.add(sha256_file(local))
-            except Exception:  # noqa: BLE001 - a version without artifacts keeps nothing
-                continue
-    models = settings.store_dir / "models"
+    run: _Run = ctx.obj
+    _route_logging(run)
+    keep = tracking.registered_model_files(run.settings)
+    models = run.settings.store_dir / "models"
     removed = [p for p in models.glob("*.keras") if p.stem not in keep] if models.exists() else []
     for p in removed:
         print(f"{'would remove' if dry_run else 'removed'} {p}")
@@ -302,9 +330,9 @@ def cache_prune(dry_run: Annotated[bool, typer.Option("--dry-run")] = False) -> 
     print(f"{len(removed)} model files {'to remove' if dry_run else 'removed'}, {len(keep)} in use kept")
 
 
-def main() -> None:  # pragma: no cover
-    app()
+app.command("scan")(scan_cli.scan)
+app.add_typer(stack_cli.app, name="stack")
 
 
 if __name__ == "__main__":
-    sys.exit(app())
+    app()

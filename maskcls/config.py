@@ -266,9 +266,13 @@ class Settings(BaseSettings):
     worker_limit: int = Field(1, ge=0, description="Flow runs at once per worker; 0 means no limit.")
     mlflow_workers: int = Field(1, ge=1, description="Processes of the MLflow server.")
     mlflow_allowed_hosts: str | None = Field(
-        None, description="Host names the MLflow server accepts besides its bind address (comma-separated)."
+        None,
+        description="Host headers the stack's MLflow server accepts (comma-separated, * wildcards; "
+        "default: loopback names and the bind address, with and without the port).",
     )
-    stack_timeout: float = Field(180.0, gt=0, description="Seconds one service of the stack may take to get healthy.")
+    stack_timeout: float = Field(
+        180.0, gt=0, description="Seconds the stack waits for one service to answer its health check."
+    )
     # Deployments (flows/deploy.py).
     work_pool: str = Field("maskcls", description="Work pool the deployments run on.")
     retrain_cron: str = Field("0 3 * * 0", description="Cron schedule of the scheduled-retrain deployment.")

@@ -322,3 +322,46 @@ def tag_outcome(client: MlflowClient, run_id: str, cache_hit: bool, source_run_i
     and which run trained the model."""
     tags = {"cache_hit": str(cache_hit).lower(), "source_run_id": source_run_id}
     set_tags(client, run_id, {**tags, "promotion": "cached"} if cache_hit else tags)
+
+
+# --- used by the CLI ---
+
+
+def _said(exc: BaseException, limit: int = 600) -> str:
+    """An exception's text on one line, capped (MLflow's can carry a whole JSON response)."""
+    text = " ".join(str(exc).split())
+    return f"{exc.__class__.__name__}: {text[:limit]}"
+
+
+def load_model(settings: Settings, uri: str) -> Any:
+    """The pyfunc model at ``uri`` (e.g. ``models:/face-mask-classifier@champion``).
+
+    Loading runs the model's own code, so any failure means this model cannot be used here:
+    it is a TrackingError naming the model and the tracking server.
+    """
+    configure(settings)
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        raise TrackingError(f"cannot load model {uri} from {settings.tracking_uri}: {_said(exc)}") from exc
+
+
+def registered_model_files(settings: Settings) -> set[str]:
+    """sha256 of the Keras file of every registered model version (a version without one adds nothing)."""
+    from maskcls.files import sha256_file
+
+    client = configure(settings)
+    try:
+        versions = client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")
+    except MlflowException as exc:
+        raise TrackingError(
+            f"cannot list the versions of {REGISTERED_MODEL_NAME} in {settings.tracking_uri}: {_said(exc)}"
+        ) from exc
+    keep: set[str] = set()
+    for mv in versions:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                keep.add(sha256_file(client.download_artifacts(mv.run_id, "model/artifacts/model.keras", tmp)))
+            except (MlflowException, OSError):
+                continue
+    return keep

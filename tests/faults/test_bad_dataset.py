@@ -163,6 +163,10 @@ def outcomes(servers: Servers, mlflow_client, tmp_path_factory) -> dict[str, Out
 def test_stops_with_a_clear_error(name: str, outcomes, mlflow_client):
     out = outcomes[name]
     message = assert_clear_error(out.run, *CASES[name].words(out.source))
+    # without --debug the paragraph stands alone: the tracebacks went to the log file it names
+    assert "Traceback" not in out.run.stderr(), out.run.log()
+    log_file = out.home / "logs" / "maskcls.log"
+    assert str(log_file) in message and "Traceback" in log_file.read_text(), message
     # nothing half-done is left where a later run would trust it: no partial extraction, and a
     # refused zip extracted nothing at all (a pin mismatch comes after a complete, faithful extraction)
     extracted = out.home / "downloads" / "extracted"

@@ -361,6 +361,13 @@ def test_settings_empty_variables_count_as_unset(tmp_path: Path) -> None:
     assert s.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
 
 
+def test_unknown_maskcls_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    # e.g. the fault tests' MASKCLS_TEST_PAUSE hooks, read by the test harness itself
+    monkeypatch.setenv("MASKCLS_TEST_PAUSE", "train")
+    assert Settings.from_env().workers == 2
+    assert Settings.from_env({"MASKCLS_NOT_A_SETTING": "1"}).workers == 2
+
+
 def test_settings_data_source_given_only_when_set(tmp_path: Path) -> None:
     assert Settings.from_env({}).data_source_given is None
     s = Settings.from_env({"MASKCLS_DATA_SOURCE": DEFAULT_SOURCE})
@@ -433,3 +440,17 @@ def test_every_maskcls_variable_in_the_tree_is_a_settings_field() -> None:
     fields = {Settings.env_name(f) for f in Settings.model_fields}
     assert named - _PROCESS_MARKERS <= fields, f"not a Settings field: {sorted(named - _PROCESS_MARKERS - fields)}"
     assert "MASKCLS_HOME" in named  # the scan reads the tree
+
+
+def test_the_readme_table_lists_every_setting_with_its_default() -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Configuration") :]
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \|", section, flags=re.M))
+    assert set(rows) == {Settings.env_name(f) for f in Settings.model_fields}
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, (int, float, str)) and default not in ("", DEFAULT_SOURCE):
+            shown = f"{default:g}" if isinstance(default, float) else str(default)
+            assert rows[Settings.env_name(name)].strip() == f"`{shown}`", name
