@@ -12,8 +12,9 @@ import pytest
 from playwright.sync_api import expect
 
 from flows.deploy import ON_DEMAND
+from tests.support import REPO
 
-from .conftest import REPO, Shot, Stack
+from .conftest import Shot, Stack
 from .ui import open_deployment, open_flow_run, task_run_states
 
 pytestmark = pytest.mark.e2e

@@ -8,7 +8,9 @@ import shutil
 
 import pytest
 
-from .conftest import REPO, run_cli
+from tests.support import REPO
+
+from .conftest import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -34,21 +36,21 @@ def _run(copy, source) -> dict:
     return json.loads(out.stdout[out.stdout.index("{"):])
 
 
-def test_editing_each_module_reruns_its_stage_and_what_follows(servers, subset, tmp_path):
+def test_editing_each_module_reruns_its_stage_and_what_follows(servers, fresh_subset, tmp_path):
     copy = tmp_path / "project"
     shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "tests", "*.egg-info"))
-    baseline = _run(copy, subset)
+    baseline = _run(copy, fresh_subset)
     assert set(baseline["stages"]) == set(STAGES)
     for module, first in FIRST_USER.items():
         path = copy / "maskcls" / f"{module}.py"
         original = path.read_text()
         path.write_text(original + f"\n\n# edited by the test: {module}\n")
         try:
-            result = _run(copy, subset)
+            result = _run(copy, fresh_subset)
         finally:
             path.write_text(original)
         cut = STAGES.index(first)
         expected = {s: ("Cached" if k < cut else "Completed") for k, s in enumerate(STAGES)}
         assert result["stages"] == expected, (module, result["stages"])
     # with every module restored, everything is Cached again
-    assert set(_run(copy, subset)["stages"].values()) == {"Cached"}
+    assert set(_run(copy, fresh_subset)["stages"].values()) == {"Cached"}

@@ -29,6 +29,7 @@ from flows.deploy import (
     POOL_NAME,
     SCHEDULED,
 )
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +38,6 @@ SHARED = REPO.parent / "shared" / "datasets" / "face-mask"
 TRAIN_PARAMETERS = (
     "profile", "source", "epochs", "learning_rate", "batch_size", "max_images", "refresh", "overrides",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def running(pid: int) -> bool:
