@@ -17,11 +17,9 @@ import contextlib
 import http.server
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -38,7 +36,7 @@ PAUSE_CLI = Path(__file__).with_name("pause_cli.py")
 
 
 @pytest.fixture(scope="session")
-def servers() -> Iterator[Servers]:
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     """The session's pair, or a developer's running one: MASKCLS_FAULTS_SERVERS names a JSON file
     {"api": ..., "mlflow": ..., "home": ...} of servers started elsewhere (they are left running)."""
     reuse = os.environ.get("MASKCLS_FAULTS_SERVERS")
@@ -46,12 +44,9 @@ def servers() -> Iterator[Servers]:
         info = json.loads(Path(reuse).read_text())
         yield Servers(home=Path(info["home"]), api_url=info["api"], mlflow_url=info["mlflow"])
         return
-    root = Path(tempfile.mkdtemp(prefix="maskcls-faults-"))
-    try:
-        with start_servers(root / "servers") as started:
-            yield started
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    # Under pytest's temporary folder: the servers' databases and logs stay for a look after a failure.
+    with start_servers(tmp_path_factory.mktemp("servers")) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

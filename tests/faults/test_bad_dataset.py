@@ -2,7 +2,7 @@
 with a non-zero exit code and one clear paragraph naming the source (file, folder or URL)
 and the problem, with nothing registered. URLs are served by a local HTTP server on
 127.0.0.1 that misbehaves on purpose; the cases run a few at a time to save wall time.
-(A refused connection is left to tests/unit/test_source.py: same code path as HTTP 500.)"""
+(A refused connection is left to tests/unit/maskcls/test_source.py: same code path as HTTP 500.)"""
 
 from __future__ import annotations
 
