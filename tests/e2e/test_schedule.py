@@ -24,7 +24,6 @@ import pytest
 from playwright.sync_api import expect
 
 from flows.deploy import SCHEDULED
-
 from tests.support.waiting import wait_until
 
 from .conftest import RUN_TIMEOUT_S, Shot, Stack

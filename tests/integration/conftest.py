@@ -77,8 +77,15 @@ def mlflow_client(servers: Servers):
 @pytest.fixture(scope="session")
 def champion_before_first_run(mlflow_client) -> int | None:
     """The registry's champion version just before `first_run` (None: there was none)."""
-    versions = mlflow_client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")
-    return next((int(v.version) for v in versions if CHAMPION_ALIAS in v.aliases), None)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliases = mlflow_client.get_registered_model(REGISTERED_MODEL_NAME).aliases
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return None  # nothing registered yet
+    return int(aliases[CHAMPION_ALIAS]) if CHAMPION_ALIAS in aliases else None
 
 
 @pytest.fixture(scope="session")
