@@ -1,7 +1,7 @@
 """The whole local stack for browser tests, started once per session on free 127.0.0.1 ports.
 
 Prefect's server (scheduler loop 5 s), MLflow's server, the `maskcls` process
-pool with two workers and both deployments, started with flows/stack.py's own
+pool with two workers and every deployment of maskcls/names.py, started with the stack package's
 functions in a temporary MASKCLS_HOME, on a small real subset of the shared
 data. Every run the tests start uses the `smoke` profile: on-demand runs set it
 in the UI's run form, and the scheduled deployment's parameters are set to it
@@ -21,7 +21,6 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -34,9 +33,11 @@ import pytest
 
 import stack
 from maskcls.names import FLOW_NAME, ON_DEMAND, SCHEDULED
+from tests.support import REPO
+from tests.support.data import copy_subset
+from tests.support.servers import start_servers
+from tests.support.waiting import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "datasets" / "face-mask"
 DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -56,22 +57,6 @@ UI_TIMEOUT_MS = 30_000
 NOT_LOOPBACK = re.compile(r"^(https?|wss?)://(?!(127\.0\.0\.1|localhost)[:/])")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def copy_subset(dest: Path, per_class: int = PER_CLASS) -> Path:
-    """``per_class`` real images of each class (every 20th file by sorted name, so not only duplicates)."""
-    for cls in ("with_mask", "without_mask"):
-        files = sorted((SHARED / cls).iterdir())[::20][:per_class]
-        (dest / cls).mkdir(parents=True, exist_ok=True)
-        for f in files:
-            shutil.copy2(f, dest / cls / f.name)
-    return dest
-
-
 @dataclass
 class Stack:
     """The running stack: URLs, the data subset, and a small Prefect REST client."""
@@ -80,7 +65,7 @@ class Stack:
     prefect_url: str
     mlflow_url: str
     data_source: str
-    services: list[stack.Service] = field(default_factory=list)
+    workers: list[stack.Service] = field(default_factory=list)
 
     @property
     def api_url(self) -> str:
@@ -131,10 +116,9 @@ class Stack:
 
     def worker_logs(self, lines: int = 40) -> str:
         out = []
-        for service in self.services:
-            if service.name.startswith(stack.WORKER_PREFIX):
-                text = service.log_path.read_text(errors="replace").splitlines()[-lines:]
-                out.append(f"--- {service.log_path}\n" + "\n".join(text))
+        for worker in self.workers:
+            text = worker.log_path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {worker.log_path}\n" + "\n".join(text))
         return "\n".join(out)
 
 
@@ -163,57 +147,42 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 @contextlib.contextmanager
 def running_stack(root: Path) -> Iterator[Stack]:
-    """Prefect server + MLflow server + 2 workers + both deployments (scheduled one on `smoke`)."""
+    """Prefect server + MLflow server + 2 workers + every deployment (scheduled one on `smoke`)."""
     home = root / "home"
-    subset = copy_subset(root / "data")
-    prefect_port, mlflow_port = free_port(), free_port()
-    prefect_url = f"http://127.0.0.1:{prefect_port}"
-    mlflow_url = f"http://127.0.0.1:{mlflow_port}"
-    st = Stack(home=home, prefect_url=prefect_url, mlflow_url=mlflow_url, data_source=str(subset))
-    try:
-        prefect = stack.start_prefect_server(
-            home,
-            prefect_port,
-            env={
-                # The scheduler looks for deployments to schedule every 5 s, not 60 s.
-                "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            },
-        )
-        st.services.append(prefect)
-        mlflow = stack.start_mlflow_server(home, mlflow_port)
-        st.services.append(mlflow)
-        assert prefect.health_url and mlflow.health_url
-        stack.wait_healthy(prefect.health_url, 180, prefect)
-        stack.run_deploy(home, st.api_url, pool_only=True)
-        worker_env = {
-            # Workers pick up a due run within 2 s; logs reach the UI quickly.
-            "PREFECT_WORKER_QUERY_SECONDS": "2",
-            "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-        }
-        workers = [
-            stack.start_worker(home, i, st.api_url, mlflow_url, str(subset), env=worker_env)
-            for i in (1, 2)
-        ]
-        st.services.extend(workers)
-        stack.run_deploy(home, st.api_url, data_source=str(subset))
-        # Scheduled runs take the deployment's parameters: make them smoke runs on the
-        # subset before any schedule that fires often is set (the default cron is weekly).
-        scheduled = st.deployment(SCHEDULED)
-        st.api(
-            "PATCH",
-            f"/deployments/{scheduled['id']}",
-            json={"parameters": {**scheduled["parameters"], "profile": "smoke"}},
-        )
-        stack.wait_healthy(mlflow.health_url, 180, mlflow)
-        for worker in workers:
-            stack.wait_worker_online(worker, st.api_url, timeout=180)
-        yield st
-    finally:
-        # Workers first (they own flow runs), then the servers.
-        for service in sorted(st.services, key=lambda s: not s.name.startswith(stack.WORKER_PREFIX)):
-            service.stop()
+    # Every 20th file by sorted name: not only the 'copy N' duplicates that open with_mask/.
+    subset = copy_subset(root / "data", PER_CLASS, step=20)
+    # The scheduler looks for deployments to schedule every 5 s, not 60 s.
+    with start_servers(home, prefect_env={"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"}) as servers:
+        st = Stack(home=home, prefect_url=servers.prefect_url, mlflow_url=servers.mlflow_url,
+                   data_source=str(subset))
+        try:
+            stack.run_deploy(home, st.api_url, pool_only=True)
+            worker_env = {
+                # Workers pick up a due run within 2 s; logs reach the UI quickly.
+                "PREFECT_WORKER_QUERY_SECONDS": "2",
+                "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+                "TF_CPP_MIN_LOG_LEVEL": "2",
+            }
+            st.workers.extend(
+                stack.start_worker(home, i, st.api_url, st.mlflow_url, str(subset), env=worker_env)
+                for i in (1, 2)
+            )
+            stack.run_deploy(home, st.api_url, data_source=str(subset))
+            # Scheduled runs take the deployment's parameters: make them smoke runs on the
+            # subset before any schedule that fires often is set (the default cron is weekly).
+            scheduled = st.deployment(SCHEDULED)
+            st.api(
+                "PATCH",
+                f"/deployments/{scheduled['id']}",
+                json={"parameters": {**scheduled["parameters"], "profile": "smoke"}},
+            )
+            for worker in st.workers:
+                stack.wait_worker_online(worker, st.api_url, timeout=180)
+            yield st
+        finally:
+            # Workers first (they own flow runs); the servers stop after them.
+            for worker in st.workers:
+                worker.stop()
 
 
 @pytest.fixture(scope="session")
@@ -316,7 +285,7 @@ def on_demand_runs(e2e_stack: Stack, browser: Any, screenshot: Shot) -> list[dic
     The second run has the same data, config and code as the first, so its stages come
     from the cache.
     """
-    from .ui import custom_run, open_deployment, submit_run, wait_until
+    from .ui import custom_run, open_deployment, submit_run
 
     deployment = e2e_stack.deployment(ON_DEMAND)
     page = browser.new_page()
@@ -331,7 +300,7 @@ def on_demand_runs(e2e_stack: Stack, browser: Any, screenshot: Shot) -> list[dic
             submit_run(page)
             new = wait_until(
                 lambda: [r for r in e2e_stack.flow_runs(deployment["id"]) if r["id"] not in known],
-                30, 1, "the flow run created by Submit",
+                30, "the flow run created by Submit", interval=1,
             )
             assert len(new) == 1, f"one Submit created {len(new)} runs"
             assert new[0]["parameters"].get("profile") == "smoke", new[0]["parameters"]

@@ -24,9 +24,10 @@ import pytest
 from playwright.sync_api import expect
 
 from maskcls.names import SCHEDULED
+from tests.support.waiting import wait_until
 
 from .conftest import RUN_TIMEOUT_S, Shot, Stack
-from .ui import open_deployment, open_flow_run, wait_until
+from .ui import open_deployment, open_flow_run
 
 pytestmark = pytest.mark.e2e
 
@@ -43,6 +44,10 @@ def schedule_switch(page: Any) -> Any:
     return page.get_by_role("switch", name=re.compile(r"^toggle "))
 
 
+# The on-demand runs come first whatever the test order: the other tests read them as the
+# stack's first runs (every stage computed, version 1), and a scheduled run on the same data
+# before them would have filled the cache.
+@pytest.mark.usefixtures("on_demand_runs")
 def test_every_minute_schedule_fires_then_pause_stops_it(
     e2e_stack: Stack, browser: Any, screenshot: Shot
 ) -> None:
@@ -80,7 +85,7 @@ def test_every_minute_schedule_fires_then_pause_stops_it(
         upcoming = wait_until(
             lambda: [r for r in e2e_stack.flow_runs(deployment_id) if r["auto_scheduled"]
                      and r["state_type"] == "SCHEDULED"],
-            30, 1, "the scheduler to create runs for the new cron",
+            30, "the scheduler to create runs for the new cron", interval=1,
         )
         for run in upcoming:
             assert run["parameters"].get("profile") == "smoke", run["parameters"]
@@ -96,7 +101,7 @@ def test_every_minute_schedule_fires_then_pause_stops_it(
                 and parse_time(r["expected_start_time"]) >= edited_at - dt.timedelta(seconds=1)
             ]
 
-        fired = wait_until(completed_scheduled, 60 + RUN_TIMEOUT_S, 2, "a scheduled run to complete")[0]
+        fired = wait_until(completed_scheduled, 60 + RUN_TIMEOUT_S, "a scheduled run to complete", interval=2)[0]
         # Fired by the clock: it started at its cron time (workers may start a run a moment early).
         lag = parse_time(fired["start_time"]) - parse_time(fired["expected_start_time"])
         assert dt.timedelta(seconds=-10) <= lag <= dt.timedelta(seconds=90), lag
@@ -125,8 +130,8 @@ def test_every_minute_schedule_fires_then_pause_stops_it(
         expect(page.get_by_text("Deployment schedule paused")).to_be_visible()
         expect(switch).not_to_be_checked()
         paused_at = dt.datetime.now(dt.timezone.utc)
-        wait_until(lambda: not e2e_stack.deployment(SCHEDULED)["schedules"][0]["active"], 10, 0.5,
-                   "the schedule to be inactive on the server")
+        wait_until(lambda: not e2e_stack.deployment(SCHEDULED)["schedules"][0]["active"], 10,
+                   "the schedule to be inactive on the server", interval=0.5)
 
         # Runs that had already left Scheduled, or were already due, are not the pause's business.
         at_pause = e2e_stack.flow_runs(deployment_id)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
 
 from playwright.sync_api import Locator, Page, expect
 
@@ -124,14 +123,3 @@ def dismiss_registry_promo(page: Page) -> None:
 def image_loaded(img: Locator) -> bool:
     return bool(img.evaluate("e => e.complete && e.naturalWidth > 0 && e.naturalHeight > 0"))
 
-
-def wait_until(predicate: Any, timeout_s: float, interval_s: float = 2.0, what: str = "condition") -> Any:
-    """Poll `predicate()` until it returns something truthy; fail after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)

@@ -5,7 +5,8 @@ Nothing here changes the test process's own environment: every flow run is a sub
 with an explicit environment, so this suite can share a pytest session with
 tests/integration (whose conftest sets os.environ for in-process flows).
 
-- ``servers``: one Prefect server and one MLflow server (SQLite) for the session, on 127.0.0.1.
+- ``servers``: one Prefect server and one MLflow server (SQLite) for the session, on 127.0.0.1
+  (tests/support/servers.py; ``servers.env(home)`` is a run's environment on them).
 - ``Cli``: a `maskcls` subprocess, run to the end (``run``) or started to be killed (``start``).
 - ``http_server``: a local HTTP server that misbehaves on request (slow, HTML, 500, hang).
 """
@@ -16,132 +17,36 @@ import contextlib
 import http.server
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import REPO
+from tests.support.servers import Servers, start_servers
+
 PAUSE_CLI = Path(__file__).with_name("pause_cli.py")
-# Variables of an outer environment (or of tests/integration's conftest) that must not leak into runs here.
-_SCRUB = ("PREFECT_API_URL", "PREFECT_HOME", "MLFLOW_TRACKING_URI", "MASKCLS_HOME", "MASKCLS_DATA_SOURCE",
-          "MASKCLS_PINS", "MASKCLS_MLFLOW_RETRY_S", "MASKCLS_DOWNLOAD_TIMEOUT_S", "PREFECT_PROFILES_PATH",
-          "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
-          "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "MLFLOW_HTTP_REQUEST_TIMEOUT")
-QUIET = {
-    "TF_CPP_MIN_LOG_LEVEL": "3",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
-    "DO_NOT_TRACK": "1",
-    "PYTHONUNBUFFERED": "1",
-    "NO_PROXY": "127.0.0.1,localhost",
-    "no_proxy": "127.0.0.1,localhost",
-    # Bound the client's MLflow retries: an error within seconds, not a minute.
-    "MASKCLS_MLFLOW_RETRY_S": "6",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
-    env.update(QUIET)
-    env.update(extra)
-    return env
-
-
-def wait_for(check: Callable[[], object], timeout: float, what: str, interval: float = 0.1,
-             alive: Callable[[], bool] | None = None, log: Callable[[], str] | None = None):
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` or if ``alive`` turns False."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        if alive is not None and not alive():
-            raise AssertionError(f"process ended while waiting for {what}:\n{log() if log else ''}")
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}:\n{log() if log else ''}")
-
-
-# --------------------------------------------------------------------------- servers
-
-
-@dataclass
-class Servers:
-    root: Path
-    prefect: object  # stack.Service
-    mlflow: object
-    api_url: str
-    mlflow_url: str
-
-    home: Path | None = None
-
-    def env(self, home: Path, **extra: str) -> dict[str, str]:
-        """A run's environment on these servers; ``extra`` wins (e.g. another MLFLOW_TRACKING_URI)."""
-        return base_env(**{"PREFECT_API_URL": self.api_url, "MLFLOW_TRACKING_URI": self.mlflow_url,
-                           "MASKCLS_HOME": str(home), **extra})
-
-    def restart_prefect(self) -> None:
-        """Stop Prefect's server (SIGTERM, then SIGKILL) and start it again on the same port and database."""
-        from urllib.parse import urlparse
-
-        import stack
-
-        port = urlparse(self.api_url).port
-        if self.prefect is not None:
-            self.prefect.stop()
-        else:  # a developer's reused server: its process group by pid file
-            svc = stack.Service.load(stack.StackPaths(self.home).pid_file(stack.PREFECT_SERVER))
-            assert svc is not None, "cannot find the reused Prefect server's pid file"
-            svc.stop()
-        wait_for(lambda: not stack.port_open("127.0.0.1", port), 30, "the Prefect port to close")
-        self.prefect = stack.start_prefect_server(self.home, port)
-        stack.wait_healthy(self.prefect.health_url, 180, self.prefect)
 
 
 @pytest.fixture(scope="session")
-def servers() -> Iterator[Servers]:
-    import stack
-
-    root = Path(tempfile.mkdtemp(prefix="maskcls-faults-"))
-    home = root / "servers"
-    reuse = os.environ.get("MASKCLS_FAULTS_SERVERS")  # a developer's running pair: {"api": ..., "mlflow": ...}
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """The session's pair, or a developer's running one: MASKCLS_FAULTS_SERVERS names a JSON file
+    {"api": ..., "mlflow": ..., "home": ...} of servers started elsewhere (they are left running)."""
+    reuse = os.environ.get("MASKCLS_FAULTS_SERVERS")
     if reuse:
         info = json.loads(Path(reuse).read_text())
-        yield Servers(root, None, None, info["api"], info["mlflow"], Path(info["home"]))
-        shutil.rmtree(root, ignore_errors=True)
+        yield Servers(home=Path(info["home"]), api_url=info["api"], mlflow_url=info["mlflow"])
         return
-    started = []
-    try:
-        prefect = stack.start_prefect_server(home, free_port())
-        started.append(prefect)
-        mlflow = stack.start_mlflow_server(home, free_port())
-        started.append(mlflow)
-        stack.wait_healthy(prefect.health_url, 180, prefect)
-        stack.wait_healthy(mlflow.health_url, 180, mlflow)
-        servers = Servers(root, prefect, mlflow, f"{prefect.url}/api", mlflow.url, home)
-        yield servers
-        started[0] = servers.prefect  # restarted by a test: stop the live one
-    finally:
-        for service in reversed(started):
-            with contextlib.suppress(Exception):
-                service.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    # Under pytest's temporary folder: the servers' databases and logs stay for a look after a failure.
+    with start_servers(tmp_path_factory.mktemp("servers")) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

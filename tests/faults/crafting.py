@@ -7,34 +7,15 @@ so each case is what a user could actually hand the pipeline.
 from __future__ import annotations
 
 import io
-import shutil
-import stat
 import struct
 import zipfile
 import zlib
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "datasets" / "face-mask"
-CLASSES = ("with_mask", "without_mask")
-
-
-def shared_files(cls: str) -> list[Path]:
-    if not SHARED.is_dir():
-        raise RuntimeError(f"the shared dataset is missing: {SHARED}")
-    return sorted(p for p in (SHARED / cls).iterdir() if p.is_file())
-
-
-def copy_subset(dest: Path, per_class: int, offset: int = 300) -> Path:
-    """``per_class`` real photos of each class (sorted names from ``offset``, past the 'copy N' duplicates)."""
-    for cls in CLASSES:
-        (dest / cls).mkdir(parents=True, exist_ok=True)
-        for f in shared_files(cls)[offset:offset + per_class]:
-            shutil.copy2(f, dest / cls / f.name)
-    return dest
+from tests.support.data import CLASSES, shared_files
+from tests.support.zips import flag_encrypted, zip_of
 
 
 def photo(cls: str = "with_mask", index: int = 0) -> np.ndarray:
@@ -125,31 +106,7 @@ def broken_files() -> dict[str, tuple[bytes, str, str]]:
     }
 
 
-def write_files(root: Path, files: dict[str, bytes]) -> None:
-    for rel, data in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-
-
-# --------------------------------------------------------------------------- zips
-
-
-def zip_of_folder(folder: Path, prefix: str = "dataset") -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for p in sorted(folder.rglob("*")):
-            if p.is_file():
-                zf.write(p, f"{prefix}/{p.relative_to(folder).as_posix()}")
-    return buf.getvalue()
-
-
-def zip_of(entries: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression) as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
+# --------------------------------------------------------------------------- zips (tests/support/zips.py makes them)
 
 
 def small_entries() -> dict[str, bytes]:
@@ -158,12 +115,7 @@ def small_entries() -> dict[str, bytes]:
 
 def encrypted_zip() -> bytes:
     """A stored zip with the 'encrypted' flag set on its entry (local and central headers)."""
-    body = bytearray(zip_of({"dataset/with_mask/a.png": encode(photo(), ".png")}))
-    assert body[:4] == b"PK\x03\x04"
-    body[6] |= 0x1
-    central = body.index(b"PK\x01\x02")
-    body[central + 8] |= 0x1
-    return bytes(body)
+    return flag_encrypted(zip_of({"dataset/with_mask/a.png": encode(photo(), ".png")}, zipfile.ZIP_STORED))
 
 
 def empty_zip() -> bytes:
@@ -182,19 +134,13 @@ def slip_zip() -> bytes:
 
 
 def symlink_zip() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in small_entries().items():
-            zf.writestr(name, data)
-        link = zipfile.ZipInfo("dataset/with_mask/passwd.png")
-        link.external_attr = (stat.S_IFLNK | 0o777) << 16
-        zf.writestr(link, "/etc/passwd")
-    return buf.getvalue()
+    return zip_of(small_entries(), links={"dataset/with_mask/passwd.png": "/etc/passwd"})
 
 
 def oversize_zip() -> bytes:
     """Two small entries whose central headers declare ~4.3 GB each (more than the 4 GiB limit together)."""
-    body = bytearray(zip_of({"dataset/with_mask/a.bin": b"x" * 10, "dataset/without_mask/b.bin": b"y" * 10}))
+    body = bytearray(zip_of({"dataset/with_mask/a.bin": b"x" * 10, "dataset/without_mask/b.bin": b"y" * 10},
+                            zipfile.ZIP_STORED))
     pos = 0
     while (pos := body.find(b"PK\x01\x02", pos)) != -1:
         body[pos + 24:pos + 28] = struct.pack("<I", 0xFFFFFFF0)  # uncompressed size

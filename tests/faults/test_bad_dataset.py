@@ -2,7 +2,7 @@
 with a non-zero exit code and one clear paragraph naming the source (file, folder or URL)
 and the problem, with nothing registered. URLs are served by a local HTTP server on
 127.0.0.1 that misbehaves on purpose; the cases run a few at a time to save wall time.
-(A refused connection is left to tests/unit/test_source.py: same code path as HTTP 500.)"""
+(A refused connection is left to tests/unit/maskcls/test_source.py: same code path as HTTP 500.)"""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ import pytest
 
 from maskcls.config import DEFAULT_PIN, REGISTERED_MODEL_NAME
 from tests.faults import crafting
+from tests.support.data import PAST_COPIES, copy_subset, shared_files
+from tests.support.servers import Servers
+from tests.support.zips import zip_of_folder
 
-from .conftest import Cli, CliRun, Misbehaving, Servers, assert_clear_error
+from .conftest import Cli, CliRun, Misbehaving, assert_clear_error
 
 
 @dataclass
@@ -54,12 +57,12 @@ def _folder(build: Callable[[Path], None]):
 
 
 def _no_class_folders(root: Path) -> None:
-    for k, f in enumerate(crafting.shared_files("with_mask")[300:306]):
+    for k, f in enumerate(shared_files("with_mask")[PAST_COPIES:PAST_COPIES + 6]):
         shutil.copy2(f, root / f"img{k}.jpg")
 
 
 def _one_class(root: Path) -> None:
-    crafting.copy_subset(root, 6)
+    copy_subset(root, 6, offset=PAST_COPIES)
     shutil.rmtree(root / "without_mask")
     (root / "without_mask").mkdir()
     (root / "without_mask" / "a.jpg").write_bytes(b"<html>not a photo</html>")
@@ -67,15 +70,15 @@ def _one_class(root: Path) -> None:
 
 
 def _class_too_small(root: Path) -> None:
-    crafting.copy_subset(root, 8)
+    copy_subset(root, 8, offset=PAST_COPIES)
     for extra in sorted((root / "without_mask").iterdir())[2:]:
         extra.unlink()
 
 
 def _symlink_outside(root: Path) -> None:
-    crafting.copy_subset(root, 6)
+    copy_subset(root, 6, offset=PAST_COPIES)
     outside = root.parent / "outside.jpg"
-    shutil.copy2(crafting.shared_files("without_mask")[0], outside)
+    shutil.copy2(shared_files("without_mask")[0], outside)
     (root / "with_mask" / "linked.jpg").symlink_to(outside)
 
 
@@ -83,7 +86,7 @@ def _dataset_zip() -> bytes:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        return crafting.zip_of_folder(crafting.copy_subset(Path(tmp), 6))
+        return zip_of_folder(copy_subset(Path(tmp), 6, offset=PAST_COPIES))
 
 
 # The cases that wait (timeouts, retries with backoff) come first, so the others run meanwhile.

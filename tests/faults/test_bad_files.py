@@ -12,16 +12,18 @@ import numpy as np
 import pytest
 
 from tests.faults import crafting
+from tests.support.data import PAST_COPIES, copy_subset, write_files
+from tests.support.servers import Servers
 
-from .conftest import Cli, Servers
+from .conftest import Cli
 
 
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("crafted") / "photos"
-    crafting.copy_subset(root, 20)
+    copy_subset(root, 20, offset=PAST_COPIES)
     files = crafting.broken_files()
-    crafting.write_files(root, {rel: data for rel, (data, _, _) in files.items()})
+    write_files(root, {rel: data for rel, (data, _, _) in files.items()})
     return root, files
 
 

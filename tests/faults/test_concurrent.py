@@ -21,10 +21,13 @@ import pytest
 from maskcls.config import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, load_config
 from maskcls.stages import STAGE_NAMES as CACHED_STAGES
 from tasks.locking import held, holder_info
-from tests.faults import crafting
 from tests.integration.pg_util import topology
+from tests.support import REPO
+from tests.support.data import CLASSES, PAST_COPIES, copy_subset
+from tests.support.servers import QUIET, base_env
+from tests.support.waiting import wait_until
 
-from .conftest import QUIET, Cli, base_env, model_version_has_artifacts, wait_for
+from .conftest import Cli, model_version_has_artifacts
 
 DEPLOYMENT = "faults-concurrent"
 POOL = "maskcls"
@@ -33,7 +36,7 @@ POOL = "maskcls"
 @pytest.fixture(scope="module")
 def top(tmp_path_factory):
     base = tmp_path_factory.mktemp("concurrent")
-    data = crafting.copy_subset(base / "photos", 12)
+    data = copy_subset(base / "photos", 12, offset=PAST_COPIES)
     with topology(base, data, workers=2, worker_env={**QUIET, "MASKCLS_MLFLOW_RETRY_S": "20"}) as t:
         yield t
 
@@ -44,7 +47,7 @@ def _deployment(api: str) -> str:
     r = httpx.post(f"{api}/deployments/", timeout=30, json={
         "name": DEPLOYMENT, "flow_id": flow_id, "work_pool_name": POOL,
         "entrypoint": "flows/train.py:train_flow",
-        "pull_steps": [{"prefect.deployments.steps.set_working_directory": {"directory": str(crafting.REPO)}}],
+        "pull_steps": [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}],
         "parameters": {}, "enforce_parameter_schema": False,
     })
     r.raise_for_status()
@@ -138,7 +141,7 @@ def test_champion_is_the_best_version_when_rescored(four, top, tmp_path):
         [(v.version, v.tags.get("promotion"), v.tags.get("promotion_reason")) for v in versions]
 
     images = {}
-    for cls in crafting.CLASSES:
+    for cls in CLASSES:
         for p in sorted((top.data / cls).iterdir()):
             data = p.read_bytes()
             images[hashlib.sha256(data).hexdigest()] = (data, cls)
@@ -183,13 +186,13 @@ def test_run_killed_holding_the_augment_lock_lets_a_waiting_twin_finish(four, to
     marker = tmp_path / "paused"
     try:
         holder = cli.start(args, env, pause="augment", marker=marker)
-        wait_for(marker.exists, 300, "the first run to pause inside augment", alive=holder.alive, log=holder.log)
+        wait_until(marker.exists, 300, "the first run to pause inside augment", alive=holder.alive, log=holder.log)
         locks = [p for p in (top.home / "locks").glob("augment-*.lock")
                  if held(p) and (holder_info(p) or {}).get("pid") == holder.pid]
         assert len(locks) == 1, sorted((top.home / "locks").iterdir())
         twin = cli.start(args, env)
         # the twin reaches augment (its preprocess comes from the cache) and waits for the lock
-        wait_for(lambda: "Task run 'preprocess" in twin.stderr() and "Cached" in twin.stderr(), 300,
+        wait_until(lambda: "Task run 'preprocess" in twin.stderr() and "Cached" in twin.stderr(), 300,
                  "the twin to reach augment", alive=twin.alive, log=twin.log)
         time.sleep(3)
         assert twin.alive() and held(locks[0]) and holder_info(locks[0])["pid"] == holder.pid

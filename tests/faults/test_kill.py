@@ -26,18 +26,19 @@ import pytest
 from maskcls.config import REGISTERED_MODEL_NAME
 from maskcls.stages import STAGE_NAMES as STAGES
 from tasks.locking import held, holder_info
-from tests.faults import crafting
+from tests.support.data import PAST_COPIES, copy_subset
+from tests.support.servers import Servers
+from tests.support.waiting import wait_until
+from tests.support.zips import zip_of_folder
 
 from .conftest import (
     Cli,
     CliRun,
     Misbehaving,
-    Servers,
     mlflow_runs_of_pid,
     model_version_has_artifacts,
     prefect_flow_run,
     prefect_task_states,
-    wait_for,
 )
 
 TRAIN = ["train", "--profile", "smoke", "--json"]
@@ -63,14 +64,14 @@ def chain(servers: Servers, tmp_path_factory) -> Chain:
     import threading
 
     base = tmp_path_factory.mktemp("kill-chain")
-    data = crafting.copy_subset(base / "photos", 12)
+    data = copy_subset(base / "photos", 12, offset=PAST_COPIES)
     server = Misbehaving()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     path = "/slow/face-mask.zip"
     # 3 MB of random padding (skipped by validation as an unsupported file type): the client reads
     # 1 MiB before it opens its temporary file, so the zip must be well past that.
     (data / "padding.bin").write_bytes(os.urandom(3 * 2**20))
-    server.files[path] = crafting.zip_of_folder(data)
+    server.files[path] = zip_of_folder(data)
     (data / "padding.bin").unlink()
     server.slow[path] = 0.25  # 64 KiB every 0.25 s: about 13 s for the whole zip
     home = base / "home"
@@ -87,7 +88,7 @@ def chain(servers: Servers, tmp_path_factory) -> Chain:
         def partial():
             return list(downloads.glob(f".{key}.*.part")) if downloads.exists() else []
 
-        wait_for(partial, 240, "a partly received download", alive=run.alive, log=run.log)
+        wait_until(partial, 240, "a partly received download", alive=run.alive, log=run.log)
         run.kill()
         c.killed["download"] = run
         c.observed["after-download-kill"] = sorted(p.name for p in downloads.iterdir())
@@ -97,7 +98,7 @@ def chain(servers: Servers, tmp_path_factory) -> Chain:
         for point in ("augment", "train", "register"):
             marker = base / f"paused-{point}"
             run = cli.start(args, env, pause=point, marker=marker)
-            wait_for(marker.exists, 300, f"the run to pause in {point}", alive=run.alive, log=run.log)
+            wait_until(marker.exists, 300, f"the run to pause in {point}", alive=run.alive, log=run.log)
             if point == "augment":
                 locks = sorted((home / "locks").glob("augment-*.lock"))
                 c.observed["augment-locks"] = [(held(p), (holder_info(p) or {}).get("pid")) for p in locks]
@@ -113,7 +114,7 @@ def chain(servers: Servers, tmp_path_factory) -> Chain:
         # 5. a run that is inside registration while Prefect's server restarts
         marker, release = base / "paused-final", base / "release-final"
         run = cli.start(args, env, pause="register", marker=marker, release=release)
-        wait_for(marker.exists, 300, "the run to pause in register", alive=run.alive, log=run.log)
+        wait_until(marker.exists, 300, "the run to pause in register", alive=run.alive, log=run.log)
         servers.restart_prefect()
         release.write_text("go")
         run.wait(300)

@@ -9,14 +9,16 @@ import os
 import signal
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
 from maskcls.config import EXPERIMENT_NAME, REGISTERED_MODEL_NAME
-from tests.faults import crafting
+from tests.support.data import PAST_COPIES, copy_subset
+from tests.support.ports import free_port
+from tests.support.servers import Servers
+from tests.support.waiting import wait_until
 
-from .conftest import Cli, Servers, assert_clear_error, free_port, wait_for
+from .conftest import Cli, assert_clear_error
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def black_hole():
 
 def test_unreachable_mlflow_is_a_clear_error_before_any_work(own_mlflow, servers: Servers, black_hole, tmp_path,
                                                              cli: Cli):
-    data = crafting.copy_subset(tmp_path / "photos", 6)
+    data = copy_subset(tmp_path / "photos", 6, offset=PAST_COPIES)
     refused = f"http://127.0.0.1:{free_port()}"
     runs = {}
     for name, uri in (("refused", refused), ("hangs", black_hole)):
@@ -80,7 +82,7 @@ def test_mlflow_going_away_mid_run_fails_cleanly(own_mlflow, servers: Servers, t
     import stack
     from tasks.recovery import recover
 
-    data = crafting.copy_subset(tmp_path / "photos", 10)
+    data = copy_subset(tmp_path / "photos", 10, offset=PAST_COPIES)
     mhome, mlflow_server = own_mlflow
     port = urlparse(mlflow_server.url).port
     try:
@@ -91,10 +93,10 @@ def test_mlflow_going_away_mid_run_fails_cleanly(own_mlflow, servers: Servers, t
         env = servers.env(home, MLFLOW_TRACKING_URI=mlflow_server.url, MASKCLS_MLFLOW_RETRY_S=str(budget))
         run = cli.start(["train", "--profile", "smoke", "--source", str(data)], env,
                         pause="train", marker=marker, release=release)
-        wait_for(marker.exists, 300, "the run to pause after its first epoch", alive=run.alive, log=run.log)
+        wait_until(marker.exists, 300, "the run to pause after its first epoch", alive=run.alive, log=run.log)
     finally:
         _kill_service(mlflow_server)
-    wait_for(lambda: not stack.port_open("127.0.0.1", port), 30, "MLflow's port to close")
+    wait_until(lambda: not stack.port_open("127.0.0.1", port), 30, "MLflow's port to close")
     release.write_text("go")
     t0 = time.monotonic()
     run.wait(240)

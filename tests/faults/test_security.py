@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.faults import crafting
+from tests.support import REPO
+from tests.support.servers import Servers
+from tests.support.zips import zip_of
 
-from .conftest import Misbehaving, Servers
-
-REPO = crafting.REPO
+from .conftest import Misbehaving
 
 
 # --------------------------------------------------------------------------- binding
@@ -178,11 +179,11 @@ def test_extraction_and_download_write_only_under_maskcls_home(kind, tmp_path, h
         body = crafting.slip_zip()
     elif kind == "absolute":
         entries[str(tmp_path / "abs-escape.png")] = crafting.encode(crafting.photo(), ".png")
-        body = crafting.zip_of(entries)
+        body = zip_of(entries)
     elif kind == "symlink":
         body = crafting.symlink_zip()
     else:
-        body = crafting.zip_of(entries)
+        body = zip_of(entries)
     http_server.files["/data.zip"] = body
     before = _snapshot(tmp_path)
     if kind == "ok":

@@ -30,16 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "datasets" / "face-mask"
+from tests.support import REPO
+from tests.support.ports import free_port
+from tests.support.servers import start_servers
+
 INIT_SCRIPT = REPO / "docker" / "postgres-init" / "10-create-databases.sh"
 PG_USER = "postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -252,21 +248,6 @@ class Postgres:
         self.root = None
 
 
-# --------------------------------------------------------------------------- data
-
-
-def copy_subset(dest: Path, per_class: int, offset: int = 0) -> Path:
-    """A small real subset of the shared data: `per_class` files of each class, by sorted name."""
-    if not SHARED.is_dir():
-        raise RuntimeError(f"the shared dataset is missing: {SHARED}")
-    for cls in ("with_mask", "without_mask"):
-        files = sorted((SHARED / cls).iterdir())[offset : offset + per_class]
-        (dest / cls).mkdir(parents=True, exist_ok=True)
-        for f in files:
-            shutil.copy2(f, dest / cls / f.name)
-    return dest
-
-
 # --------------------------------------------------------------------------- the topology
 
 
@@ -315,10 +296,9 @@ class Topology:
 
         try:
             self.pg = Postgres().start()
-            self.prefect = stack.start_prefect_server(self.home, free_port(), database_url=self.pg.prefect_url)
-            self.mlflow = stack.start_mlflow_server(self.home, free_port(), backend_uri=self.pg.mlflow_url)
-            stack.wait_healthy(self.prefect.health_url, self.timeout, self.prefect)
-            stack.wait_healthy(self.mlflow.health_url, self.timeout, self.mlflow)
+            servers = start_servers(self.home, prefect_database_url=self.pg.prefect_url,
+                                    mlflow_backend_uri=self.pg.mlflow_url, timeout=self.timeout)
+            self.prefect, self.mlflow = servers.prefect, servers.mlflow
             # The pool first, so the workers do not race to create it (as `make up` does).
             stack.run_deploy(self.home, self.api_url, pool_only=True, timeout=self.timeout)
             for index in range(1, self.n_workers + 1):

@@ -12,8 +12,9 @@ import pytest
 
 from maskcls.stages import STAGE_NAMES
 from tasks.codeversion import stage_modules
+from tests.support import REPO
 
-from .conftest import REPO, run_cli
+from .conftest import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -33,21 +34,21 @@ def _first_user(module: str, copy: Path) -> str:
     return next(name for name in STAGE_NAMES if module in stage_modules(name, copy))
 
 
-def test_editing_a_module_reruns_its_stages_and_what_follows(servers, subset, tmp_path):
+def test_editing_a_module_reruns_its_stages_and_what_follows(servers, fresh_subset, tmp_path):
     copy = tmp_path / "project"
     shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "tests", "*.egg-info"))
-    baseline = _run(copy, subset)
+    baseline = _run(copy, fresh_subset)
     assert list(baseline["stages"]) == list(STAGE_NAMES)
     for module in EDITED:
         path = copy.joinpath(*module.split(".")).with_suffix(".py")
         original = path.read_text()
         path.write_text(original + f"\n\n# edited by the test: {module}\n")
         try:
-            result = _run(copy, subset)
+            result = _run(copy, fresh_subset)
         finally:
             path.write_text(original)
         cut = STAGE_NAMES.index(_first_user(module, copy))
         expected = {s: ("Cached" if k < cut else "Completed") for k, s in enumerate(STAGE_NAMES)}
         assert result["stages"] == expected, (module, result["stages"])
     # with every module restored, everything is Cached again
-    assert set(_run(copy, subset)["stages"].values()) == {"Cached"}
+    assert set(_run(copy, fresh_subset)["stages"].values()) == {"Cached"}

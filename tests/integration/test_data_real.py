@@ -8,8 +8,7 @@ import pytest
 
 from maskcls.config import load_config
 from maskcls.data import cluster, split, validate
-
-from .conftest import SHARED
+from tests.support.data import SHARED
 
 pytestmark = pytest.mark.integration
 

@@ -4,24 +4,14 @@ server on every run, and new data behind the same URL is noticed."""
 from __future__ import annotations
 
 import hashlib
-import io
 import threading
-import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
+from tests.support.zips import zip_of_folder
+
 pytestmark = pytest.mark.integration
-
-
-def make_zip(folder: Path, prefix: str = "Repo-abc123/dataset") -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for f in sorted(folder.rglob("*")):
-            if f.is_file():
-                zf.write(f, f"{prefix}/{f.relative_to(folder).as_posix()}")
-    return buf.getvalue()
 
 
 class ZipServer:
@@ -73,14 +63,14 @@ class ZipServer:
         self.httpd.server_close()
 
 
-def test_url_source_is_asked_every_run_and_new_data_is_noticed(servers, subset, tmp_path):
+def test_url_source_is_asked_every_run_and_new_data_is_noticed(servers, fresh_subset, tmp_path):
     import shutil
 
     from flows.train import train_flow
 
     data = tmp_path / "data"
-    shutil.copytree(subset, data)
-    srv = ZipServer(make_zip(data))
+    shutil.copytree(fresh_subset, data)
+    srv = ZipServer(zip_of_folder(data, "Repo-abc123/dataset"))
     try:
         first = train_flow(profile="smoke", source=srv.url)
         assert first["stages"]["download"] == "Completed"
@@ -97,7 +87,7 @@ def test_url_source_is_asked_every_run_and_new_data_is_noticed(servers, subset, 
         for cls in ("with_mask", "without_mask"):
             src = sorted((data / cls).iterdir())[0]
             (data / cls / f"new_{src.name}").write_bytes(src.read_bytes() + b"\0new")
-        srv.payload = make_zip(data)
+        srv.payload = zip_of_folder(data, "Repo-abc123/dataset")
         srv.requests.clear()
         changed = train_flow(profile="smoke", source=srv.url)
         assert "GET 200" in srv.requests

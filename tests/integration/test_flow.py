@@ -12,6 +12,8 @@ import pytest
 from maskcls.config import CHAMPION_ALIAS, EXPERIMENT_NAME, REGISTERED_MODEL_NAME, load_config
 from maskcls.stages import STAGE_NAMES as STAGES
 
+from .conftest import SESSION_HOME
+
 pytestmark = pytest.mark.integration
 
 
@@ -91,17 +93,28 @@ def test_confusion_matrix_matches_metrics(first_run, mlflow_client, tmp_path):
     assert correct / total == pytest.approx(first_run["metrics"]["test_accuracy"])
 
 
-def test_first_version_became_champion(first_run, mlflow_client):
-    # Later tests in the session may promote better versions; this one was the first.
-    assert first_run["promotion"] == "promoted"
+def test_first_run_registers_a_new_version_under_the_promotion_rule(first_run, champion_before_first_run,
+                                                                   mlflow_client):
+    # Other tests may have registered versions before this one: it is the newest, and it is
+    # champion exactly when it was promoted.
     mv = mlflow_client.get_model_version(REGISTERED_MODEL_NAME, first_run["model_version"])
     assert mv.run_id == first_run["mlflow_run_id"]
-    assert mv.tags["promotion"] == "promoted"
-    assert "no champion" in mv.tags["promotion_reason"]
+    assert int(mv.version) > (champion_before_first_run or 0)
+    assert mv.tags["promotion"] == first_run["promotion"]
     assert float(mv.tags["test_accuracy"]) == pytest.approx(first_run["metrics"]["test_accuracy"], abs=1e-6)
+    if champion_before_first_run is None:
+        assert first_run["promotion"] == "promoted"
+        assert "no champion" in mv.tags["promotion_reason"]
+    else:
+        assert first_run["promotion"] in {"promoted", "not_better"}
+        assert "no champion" not in mv.tags["promotion_reason"]
+    # Later tests in the session may promote better versions, never an unpromoted one.
     champion = mlflow_client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS)
     assert champion.tags["promotion"] == "promoted"
-    assert int(champion.version) >= int(mv.version)
+    if first_run["promotion"] == "promoted":
+        assert int(champion.version) >= int(mv.version)
+    else:
+        assert int(champion.version) != int(mv.version)
 
 
 def test_prefect_shows_every_stage_completed(first_run, mlflow_client):
@@ -159,7 +172,7 @@ def test_refresh_recomputes_everything(first_run, subset):
 def test_altered_or_missing_cache_file_is_recomputed(first_run, subset, servers):
     from flows.train import train_flow
 
-    store = Path(servers["MASKCLS_HOME"]) / "store"
+    store = SESSION_HOME / "store"
     # Alter every augmented array in the store (other tests' too: they must recompute as well).
     for augmented in (store / "augmented").glob("*.npy"):
         data = bytearray(augmented.read_bytes())

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from maskcls.config import REGISTERED_MODEL_NAME
+from tests.support import REPO
+from tests.support.data import SHARED
 
-from .conftest import REPO, SHARED, run_cli
+from .conftest import run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -22,22 +22,17 @@ import pytest
 import stack
 from maskcls.config import Settings
 from maskcls.names import DEPLOYMENTS, FLOW_NAME, ON_DEMAND, POOL_NAME, SCHEDULED
+from tests.support import REPO
+from tests.support.data import SHARED
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "datasets" / "face-mask"
 # The deployments with a one-run limit whose run form a user fills in.
 FORM_DEPLOYMENTS = (ON_DEMAND, SCHEDULED)
 TRAIN_PARAMETERS = (
     "profile", "source", "epochs", "learning_rate", "batch_size", "max_images", "refresh", "overrides",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def running(pid: int) -> bool:

@@ -24,6 +24,7 @@ import stack
 from maskcls.names import FLOW_NAME, SWEEP, SWEEP_FLOW_NAME, SWEEP_MEMBER
 from flows.sweep import DATA_STAGES, expand_grid, parse_grid, shared_stage, split_values
 from maskcls.config import ConfigError
+from tests.support.data import copy_subset
 
 try:
     from tests.integration import pg_util
@@ -87,7 +88,7 @@ def test_cli_sweep_without_a_stack_says_what_to_start(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def top(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pg_util.Topology]:
     root = tmp_path_factory.mktemp("sweep")
-    data = pg_util.copy_subset(root / "data", PER_CLASS, offset=100)
+    data = copy_subset(root / "data", PER_CLASS, offset=100)
     topology = pg_util.Topology(root=root, data=data, n_workers=2).start()
     try:
         yield topology

@@ -20,6 +20,7 @@ import yaml
 
 import stack
 from maskcls.names import DEPLOYMENTS, FLOW_NAME, ON_DEMAND, POOL_NAME, SCHEDULED
+from tests.support.data import copy_subset
 
 try:
     from tests.integration import pg_util
@@ -37,7 +38,7 @@ RUN_TIMEOUT = 360
 @pytest.fixture(scope="module")
 def top(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pg_util.Topology]:
     root = tmp_path_factory.mktemp("topology")
-    data = pg_util.copy_subset(root / "data", PER_CLASS)
+    data = copy_subset(root / "data", PER_CLASS)
     topology = pg_util.Topology(root=root, data=data, n_workers=2).start()
     try:
         yield topology

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import io
 import json
 import os
-import socket
-import stat
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
@@ -24,8 +21,9 @@ import pytest
 from maskcls import source as src
 from maskcls.config import DEFAULT_PIN
 from maskcls.source import SourceData, SourceError, fetch_source, find_class_root, verify_pin
-
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared/datasets/face-mask"
+from tests.support.data import SHARED, write_files
+from tests.support.ports import free_port
+from tests.support.zips import flag_encrypted, zip_of
 
 
 # --------------------------------------------------------------------------- helpers
@@ -50,24 +48,8 @@ def dataset_entries(prefix: str = "Repo-abc/dataset", n: int = 2, seed: int = 0)
     return entries
 
 
-def make_zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression) as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-    return root
 
 
 def assert_nothing_extracted(downloads: Path) -> None:
@@ -183,18 +165,12 @@ def fetch(source: str, downloads: Path, **kw: object) -> SourceData:
     return fetch_source(source, downloads, **kw)  # type: ignore[arg-type]
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # --------------------------------------------------------------------------- URL downloads
 
 
 def test_url_download_extracts_and_finds_nested_class_root(server: Server, tmp_path: Path) -> None:
     entries = dataset_entries()
-    body = make_zip(entries)
+    body = zip_of(entries)
     server.routes["/a.zip"] = Route(body)
     downloads = tmp_path / "dl"
 
@@ -219,7 +195,7 @@ def test_url_download_extracts_and_finds_nested_class_root(server: Server, tmp_p
 
 
 def test_conditional_get_reuses_cache_then_fetches_changed_content(server: Server, tmp_path: Path) -> None:
-    body1 = make_zip(dataset_entries(seed=1))
+    body1 = zip_of(dataset_entries(seed=1))
     route = Route(body1, etag='"v1"')
     server.routes["/d.zip"] = route
     downloads = tmp_path / "dl"
@@ -238,7 +214,7 @@ def test_conditional_get_reuses_cache_then_fetches_changed_content(server: Serve
     assert second == first
     assert (cached.stat().st_ino, cached.stat().st_mtime_ns) == (inode, mtime)  # reused, not rewritten
 
-    body2 = make_zip({**dataset_entries(seed=2), "Repo-abc/dataset/with_mask/new.png": png(4242)})
+    body2 = zip_of({**dataset_entries(seed=2), "Repo-abc/dataset/with_mask/new.png": png(4242)})
     route.body, route.etag = body2, '"v2"'
     third = fetch(url, downloads)
     assert route.statuses == [200, 304, 200]
@@ -250,7 +226,7 @@ def test_conditional_get_reuses_cache_then_fetches_changed_content(server: Serve
 
 
 def test_cache_whose_file_changed_is_not_trusted(server: Server, tmp_path: Path) -> None:
-    body = make_zip(dataset_entries())
+    body = zip_of(dataset_entries())
     route = Route(body)
     server.routes["/c.zip"] = route
     downloads = tmp_path / "dl"
@@ -288,7 +264,7 @@ def test_http_404_is_reported_without_retrying(server: Server, tmp_path: Path) -
 
 
 def test_server_error_then_success_is_retried(server: Server, tmp_path: Path) -> None:
-    body = make_zip(dataset_entries())
+    body = zip_of(dataset_entries())
     route = Route(body, fail_first=1)
     server.routes["/flaky.zip"] = route
     data = fetch(server.url("/flaky.zip"), tmp_path / "dl", retries=3)
@@ -297,7 +273,7 @@ def test_server_error_then_success_is_retried(server: Server, tmp_path: Path) ->
 
 
 def test_persistent_server_error_gives_up_after_retries(server: Server, tmp_path: Path) -> None:
-    route = Route(make_zip(dataset_entries()), fail_first=99, fail_status=503)
+    route = Route(zip_of(dataset_entries()), fail_first=99, fail_status=503)
     server.routes["/down.zip"] = route
     with pytest.raises(SourceError, match="HTTP 503") as exc:
         fetch(server.url("/down.zip"), tmp_path / "dl", retries=2)
@@ -306,7 +282,7 @@ def test_persistent_server_error_gives_up_after_retries(server: Server, tmp_path
 
 
 def test_connection_refused_names_the_env_var(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{closed_port()}/data.zip"
+    url = f"http://127.0.0.1:{free_port()}/data.zip"
     with pytest.raises(SourceError) as exc:
         fetch(url, tmp_path / "dl", retries=2)
     message = str(exc.value)
@@ -316,7 +292,7 @@ def test_connection_refused_names_the_env_var(tmp_path: Path) -> None:
 
 def test_connection_refused_falls_back_to_a_verified_cached_download(tmp_path: Path) -> None:
     s = Server()
-    body = make_zip(dataset_entries())
+    body = zip_of(dataset_entries())
     s.routes["/a.zip"] = Route(body)
     url = s.url("/a.zip")
     try:
@@ -328,7 +304,7 @@ def test_connection_refused_falls_back_to_a_verified_cached_download(tmp_path: P
 
 
 def test_server_outage_falls_back_to_a_verified_cached_download(server: Server, tmp_path: Path) -> None:
-    route = Route(make_zip(dataset_entries()))
+    route = Route(zip_of(dataset_entries()))
     server.routes["/a.zip"] = route
     first = fetch(server.url("/a.zip"), tmp_path / "dl")
     route.fail_first = 99
@@ -337,7 +313,7 @@ def test_server_outage_falls_back_to_a_verified_cached_download(server: Server, 
 
 
 def test_slow_server_times_out(server: Server, tmp_path: Path) -> None:
-    route = Route(make_zip(dataset_entries()), delay=5.0)
+    route = Route(zip_of(dataset_entries()), delay=5.0)
     server.routes["/slow.zip"] = route
     with pytest.raises(SourceError, match="timed out") as exc:
         fetch(server.url("/slow.zip"), tmp_path / "dl", timeout=0.2, retries=2)
@@ -349,7 +325,7 @@ def test_slow_server_times_out(server: Server, tmp_path: Path) -> None:
 def test_progress_bar_stays_out_of_non_terminal_output(
     server: Server, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    server.routes["/a.zip"] = Route(make_zip(dataset_entries()))
+    server.routes["/a.zip"] = Route(zip_of(dataset_entries()))
     fetch_source(server.url("/a.zip"), tmp_path / "dl", progress=True)
     out, err = capfd.readouterr()
     assert out == "" and err == ""
@@ -361,7 +337,7 @@ def test_progress_bar_on_a_terminal(
 ) -> None:
     monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich >= 14 then treats stderr as a terminal
     monkeypatch.setenv("FORCE_TERMINAL", "1")  # older rich
-    server.routes["/a.zip"] = Route(make_zip(dataset_entries()))
+    server.routes["/a.zip"] = Route(zip_of(dataset_entries()))
     fetch_source(server.url("/a.zip"), tmp_path / "dl", progress=enabled)
     out, err = capfd.readouterr()
     assert out == ""
@@ -372,7 +348,7 @@ def test_progress_bar_on_a_terminal(
 
 
 def test_local_zip_is_extracted_once_and_reused(tmp_path: Path) -> None:
-    body = make_zip(dataset_entries())
+    body = zip_of(dataset_entries())
     zpath = tmp_path / "data.zip"
     zpath.write_bytes(body)
     downloads = tmp_path / "dl"
@@ -389,7 +365,7 @@ def test_local_zip_is_extracted_once_and_reused(tmp_path: Path) -> None:
 
 
 def test_empty_source_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_tree(tmp_path, {"a/x.png": png(1), "b/y.png": png(2)})
+    write_files(tmp_path, {"a/x.png": png(1), "b/y.png": png(2)})
     monkeypatch.chdir(tmp_path)  # "" must not silently mean the current folder
     with pytest.raises(SourceError, match="empty"):
         fetch("  ", tmp_path / "dl")
@@ -402,47 +378,26 @@ def test_missing_local_path_is_named(tmp_path: Path) -> None:
     assert str(missing) in str(exc.value)
 
 
-def _flag_encrypted(body: bytes) -> bytes:
-    """Set bit 0 (encrypted) of the general purpose flags in the local and central headers."""
-    out = bytearray(body)
-    assert out[:4] == b"PK\x03\x04"
-    out[6] |= 0x1
-    central = out.index(b"PK\x01\x02")
-    out[central + 8] |= 0x1
-    return bytes(out)
-
-
 def _corrupt_last_entry(entries: dict[str, bytes]) -> bytes:
-    body = bytearray(make_zip(entries, zipfile.ZIP_STORED))
+    body = bytearray(zip_of(entries, zipfile.ZIP_STORED))
     payload = list(entries.values())[-1]
     at = body.index(payload) + len(payload) // 2
     body[at] ^= 0xFF
     return bytes(body)
 
 
-def _symlink_zip() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in dataset_entries().items():
-            zf.writestr(name, data)
-        link = zipfile.ZipInfo("Repo-abc/dataset/with_mask/link.png")
-        link.create_system = 3
-        link.external_attr = (stat.S_IFLNK | 0o777) << 16
-        zf.writestr(link, "/etc/passwd")
-    return buf.getvalue()
-
-
 BAD_ZIPS: dict[str, tuple[Callable[[Path], bytes], str]] = {
-    "zip-slip": (lambda t: make_zip({**dataset_entries(), "../evil.png": png(1)}), "climb out of the target"),
-    "absolute": (lambda t: make_zip({**dataset_entries(), f"{t}/abs-evil.png": png(1)}), "absolute path"),
-    "symlink": (lambda t: _symlink_zip(), "symbolic link"),
-    "empty": (lambda t: make_zip({}), "empty zip"),
+    "zip-slip": (lambda t: zip_of({**dataset_entries(), "../evil.png": png(1)}), "climb out of the target"),
+    "absolute": (lambda t: zip_of({**dataset_entries(), f"{t}/abs-evil.png": png(1)}), "absolute path"),
+    "symlink": (lambda t: zip_of(dataset_entries(), links={"Repo-abc/dataset/with_mask/link.png": "/etc/passwd"}),
+                "symbolic link"),
+    "empty": (lambda t: zip_of({}), "empty zip"),
     "not-a-zip": (lambda t: b"this is not a zip at all" * 10, "not a valid zip"),
-    "truncated": (lambda t: make_zip(dataset_entries())[:-30], "not a valid zip"),
+    "truncated": (lambda t: zip_of(dataset_entries())[:-30], "not a valid zip"),
     "crc": (lambda t: _corrupt_last_entry({**dataset_entries(), "Repo-abc/z.bin": b"payload" * 50}), "CRC"),
-    "file-folder-clash": (lambda t: make_zip({**dataset_entries(), "Repo-abc/x": b"f", "Repo-abc/x/y.png": png(1)}),
+    "file-folder-clash": (lambda t: zip_of({**dataset_entries(), "Repo-abc/x": b"f", "Repo-abc/x/y.png": png(1)}),
                           "Cannot extract"),
-    "encrypted": (lambda t: _flag_encrypted(make_zip(dataset_entries(), zipfile.ZIP_STORED)), r"encrypted \(password"),
+    "encrypted": (lambda t: flag_encrypted(zip_of(dataset_entries(), zipfile.ZIP_STORED)), r"encrypted \(password"),
 }
 
 
@@ -464,7 +419,7 @@ def test_bad_zip_is_refused_and_nothing_is_left(case: str, tmp_path: Path) -> No
 
 def test_oversize_archive_is_refused(tmp_path: Path) -> None:
     zpath = tmp_path / "big.zip"
-    zpath.write_bytes(make_zip(dataset_entries()))
+    zpath.write_bytes(zip_of(dataset_entries()))
     downloads = tmp_path / "dl"
     with pytest.raises(SourceError, match="declare .* bytes uncompressed, more than the 100 bytes allowed") as exc:
         fetch(str(zpath), downloads, max_extract_bytes=100)
@@ -475,7 +430,7 @@ def test_oversize_archive_is_refused(tmp_path: Path) -> None:
 def test_zip_whose_headers_understate_sizes_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bomb whose headers understate its sizes gets no further than the declared sizes."""
     zpath = tmp_path / "bomb.zip"
-    zpath.write_bytes(make_zip(dataset_entries()))
+    zpath.write_bytes(zip_of(dataset_entries()))
     real_infolist = zipfile.ZipFile.infolist
 
     def lying_infolist(self: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
@@ -495,7 +450,7 @@ def test_zip_whose_headers_understate_sizes_is_stopped(tmp_path: Path, monkeypat
 
 
 def test_folder_is_used_in_place_with_a_stat_fingerprint(tmp_path: Path) -> None:
-    folder = write_tree(tmp_path / "faces", {"with_mask/a.png": png(1), "without_mask/b.png": png(2)})
+    folder = write_files(tmp_path / "faces", {"with_mask/a.png": png(1), "without_mask/b.png": png(2)})
     downloads = tmp_path / "dl"
     data = fetch(str(folder), downloads)
     assert data.kind == "folder" and Path(data.root) == folder.resolve()
@@ -512,7 +467,7 @@ def test_folder_is_used_in_place_with_a_stat_fingerprint(tmp_path: Path) -> None
 
 
 def test_folder_with_symlink_outside_is_refused(tmp_path: Path) -> None:
-    folder = write_tree(tmp_path / "faces", {"with_mask/a.png": png(1), "without_mask/b.png": png(2)})
+    folder = write_files(tmp_path / "faces", {"with_mask/a.png": png(1), "without_mask/b.png": png(2)})
     outside = tmp_path / "secret.png"
     outside.write_bytes(png(3))
     link = folder / "with_mask" / "link.png"
@@ -523,22 +478,22 @@ def test_folder_with_symlink_outside_is_refused(tmp_path: Path) -> None:
 
 
 def test_folder_with_symlinked_folder_outside_is_refused(tmp_path: Path) -> None:
-    folder = write_tree(tmp_path / "faces", {"with_mask/a.png": png(1)})
-    other = write_tree(tmp_path / "elsewhere", {"b.png": png(2)})
+    folder = write_files(tmp_path / "faces", {"with_mask/a.png": png(1)})
+    other = write_files(tmp_path / "elsewhere", {"b.png": png(2)})
     (folder / "without_mask").symlink_to(other, target_is_directory=True)
     with pytest.raises(SourceError, match="without_mask"):
         fetch(str(folder), tmp_path / "dl")
 
 
 def test_folder_with_symlink_inside_is_accepted(tmp_path: Path) -> None:
-    folder = write_tree(tmp_path / "faces", {"with_mask/a.png": png(1), "without_mask/b.png": png(2)})
+    folder = write_files(tmp_path / "faces", {"with_mask/a.png": png(1), "without_mask/b.png": png(2)})
     (folder / "with_mask" / "again.png").symlink_to(folder / "without_mask" / "b.png")
     data = fetch(str(folder), tmp_path / "dl")
     assert Path(data.root) == folder.resolve()
 
 
 def test_folder_without_class_folders_says_what_layout_is_expected(tmp_path: Path) -> None:
-    folder = write_tree(tmp_path / "flat", {"a.png": png(1), "only_one_class/b.png": png(2), "notes/x.txt": b"x"})
+    folder = write_files(tmp_path / "flat", {"a.png": png(1), "only_one_class/b.png": png(2), "notes/x.txt": b"x"})
     with pytest.raises(SourceError, match="one sub-folder per class") as exc:
         fetch(str(folder), tmp_path / "dl")
     assert str(folder) in str(exc.value)
@@ -548,7 +503,7 @@ def test_folder_without_class_folders_says_what_layout_is_expected(tmp_path: Pat
 
 
 def test_find_class_root_skips_hidden_and_macosx_folders(tmp_path: Path) -> None:
-    write_tree(tmp_path, {
+    write_files(tmp_path, {
         "__MACOSX/a/._x.png": b"junk", "__MACOSX/b/._y.png": b"junk",
         ".cache/a/x.png": png(1), ".cache/b/y.png": png(2),
         "repo/inner/cats/x.JPG": png(3), "repo/inner/dogs/y.Png": png(4),
@@ -558,7 +513,7 @@ def test_find_class_root_skips_hidden_and_macosx_folders(tmp_path: Path) -> None
 
 
 def test_find_class_root_prefers_dataset_folder(tmp_path: Path) -> None:
-    write_tree(tmp_path, {
+    write_files(tmp_path, {
         "examples/a/x.png": png(1), "examples/b/y.png": png(2),  # shallower, but not the data
         "repo/dataset/with_mask/x.jpeg": png(3), "repo/dataset/without_mask/y.webp": png(4),
     })
@@ -566,12 +521,13 @@ def test_find_class_root_prefers_dataset_folder(tmp_path: Path) -> None:
 
 
 def test_find_class_root_returns_the_folder_itself_when_it_holds_classes(tmp_path: Path) -> None:
-    write_tree(tmp_path, {"a/x.png": png(1), "b/y.png": png(2), "b/deeper/c/z.png": png(3), "b/deeper/d/z.png": png(4)})
+    write_files(tmp_path, {"a/x.png": png(1), "b/y.png": png(2),
+                           "b/deeper/c/z.png": png(3), "b/deeper/d/z.png": png(4)})
     assert find_class_root(tmp_path) == tmp_path
 
 
 def test_find_class_root_keeps_train_test_split_together(tmp_path: Path) -> None:
-    write_tree(tmp_path, {
+    write_files(tmp_path, {
         "data/train/with_mask/a.png": png(1), "data/train/without_mask/b.png": png(2),
         "data/test/with_mask/c.png": png(3), "data/test/without_mask/d.png": png(4),
     })
@@ -579,13 +535,13 @@ def test_find_class_root_keeps_train_test_split_together(tmp_path: Path) -> None
 
 
 def test_find_class_root_refuses_ambiguous_layouts(tmp_path: Path) -> None:
-    write_tree(tmp_path, {"one/a/x.png": png(1), "one/b/y.png": png(2), "two/a/x.png": png(3), "two/b/y.png": png(4)})
+    write_files(tmp_path, {"one/a/x.png": png(1), "one/b/y.png": png(2), "two/a/x.png": png(3), "two/b/y.png": png(4)})
     with pytest.raises(SourceError, match="several sets of class folders"):
         find_class_root(tmp_path)
 
 
 def test_find_class_root_ignores_non_image_files(tmp_path: Path) -> None:
-    write_tree(tmp_path, {"a/x.txt": b"x", "b/y.csv": b"y"})
+    write_files(tmp_path, {"a/x.txt": b"x", "b/y.csv": b"y"})
     with pytest.raises(SourceError, match="one sub-folder per class"):
         find_class_root(tmp_path)
 
@@ -601,7 +557,7 @@ def _pin_for(root: Path, pin_path: Path) -> Path:
 
 @pytest.fixture
 def pinned(tmp_path: Path) -> tuple[Path, Path]:
-    root = write_tree(tmp_path / "data", {
+    root = write_files(tmp_path / "data", {
         "with_mask/a b é.png": png(1), "with_mask/c.jpg": png(2), "without_mask/d.png": png(3),
     })
     return root, _pin_for(root, tmp_path / "pin.json")
@@ -631,7 +587,7 @@ def test_pin_reports_altered_file(pinned: tuple[Path, Path]) -> None:
 
 
 def test_pin_lists_at_most_ten_problems(tmp_path: Path) -> None:
-    root = write_tree(tmp_path / "data", {f"a/{i:02d}.png": png(i) for i in range(15)})
+    root = write_files(tmp_path / "data", {f"a/{i:02d}.png": png(i) for i in range(15)})
     pin = _pin_for(root, tmp_path / "pin.json")
     for p in (root / "a").iterdir():
         p.unlink()
@@ -651,7 +607,7 @@ def test_fetch_source_applies_the_pin(pinned: tuple[Path, Path], tmp_path: Path)
 
 def test_pin_applies_to_a_downloaded_archive(server: Server, tmp_path: Path) -> None:
     entries = dataset_entries()
-    server.routes["/a.zip"] = Route(make_zip(entries))
+    server.routes["/a.zip"] = Route(zip_of(entries))
     files = {k.removeprefix("Repo-abc/dataset/"): sha256(v) for k, v in entries.items() if "/dataset/" in k}
     pin = tmp_path / "pin.json"
     pin.write_text(json.dumps({"source": "test", "absent_here": [], "files": files}))
@@ -660,16 +616,16 @@ def test_pin_applies_to_a_downloaded_archive(server: Server, tmp_path: Path) -> 
 
 
 def test_real_pin_matches_the_shared_dataset() -> None:
-    report = verify_pin(SHARED_DATA, DEFAULT_PIN)
+    report = verify_pin(SHARED, DEFAULT_PIN)
     assert report["checked"] == 3832
     assert report["extra"] == ["SOURCE.md", "manifest.json"]
     absent = json.loads(DEFAULT_PIN.read_text())["absent_here"]
-    assert absent == ["with_mask/with_mask057.jpg"] and not (SHARED_DATA / absent[0]).exists()
+    assert absent == ["with_mask/with_mask057.jpg"] and not (SHARED / absent[0]).exists()
 
 
 def test_shared_dataset_as_folder_source(tmp_path: Path) -> None:
-    data = fetch(str(SHARED_DATA), tmp_path / "dl", pin=DEFAULT_PIN)
-    assert data.kind == "folder" and Path(data.root) == SHARED_DATA.resolve()
+    data = fetch(str(SHARED), tmp_path / "dl", pin=DEFAULT_PIN)
+    assert data.kind == "folder" and Path(data.root) == SHARED.resolve()
     assert data.pin_report is not None and data.pin_report["checked"] == 3832
 
 

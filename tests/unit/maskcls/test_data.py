@@ -418,7 +418,7 @@ def test_cluster_groups_an_item_whose_mirror_hash_matches() -> None:
 
 
 def test_cluster_mirror_match_does_not_depend_on_item_order() -> None:
-    p, q = _bits(*range(0, 32)), _bits(*range(32, 64))
+    p = _bits(*range(0, 32))
     # "late"'s mirror hash equals "early"'s hash; the other pairings are far apart.
     early = _item("early", p, _bits(*range(8, 40)))
     late = _item("late", _bits(*range(24, 56)), p)
