@@ -21,6 +21,7 @@ from maskcls.config import (
     load_config,
     parse_overrides,
 )
+from tests.support import REPO
 
 SECTIONS = {"data": DataConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig, "train": TrainConfig}
 
@@ -428,7 +429,7 @@ _SCANNED = ("maskcls", "tasks", "flows", "stack", "benchmarks", "mlflow", "docke
 def test_every_maskcls_variable_in_the_tree_is_a_settings_field() -> None:
     import re
 
-    root = Path(__file__).resolve().parents[2]
+    root = REPO
     named: set[str] = set()
     for entry in _SCANNED:
         path = root / entry
@@ -445,7 +446,7 @@ def test_every_maskcls_variable_in_the_tree_is_a_settings_field() -> None:
 def test_the_readme_table_lists_every_setting_with_its_default() -> None:
     import re
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## Configuration") :]
     rows = dict(re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \|", section, flags=re.M))
     assert set(rows) == {Settings.env_name(f) for f in Settings.model_fields}
