@@ -40,6 +40,7 @@ from prefect.context import get_run_context
 
 from flows.deploy import FLOW_NAME, SWEEP_FLOW_NAME, SWEEP_MEMBER
 from maskcls.config import ConfigError, Settings, load_config, parse_overrides
+from maskcls.errors import OrchestrationError
 
 MEMBER_DEPLOYMENT = f"{FLOW_NAME}/{SWEEP_MEMBER}"
 DEFAULT_GRID: dict[str, list[Any]] = {"train.learning_rate": [1e-3, 3e-4]}
@@ -56,7 +57,7 @@ DATA_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 METRIC_COLUMNS = ("test_accuracy", "test_f1", "test_roc_auc")
 
 
-class SweepError(RuntimeError):
+class SweepError(OrchestrationError):
     """The sweep cannot run here (no server, no workers, no deployment, a bad grid); says why."""
 
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
+
+from maskcls.errors import ConfigError
 
 DEFAULT_SOURCE = (
     "https://github.com/balajisrinivas/Face-Mask-Detection/archive/"
@@ -150,10 +154,6 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-class ConfigError(ValueError):
-    """A profile name or an override that does not fit the configuration."""
-
-
 def _coerce(text: str) -> Any:
     """Parse an override value: JSON where it parses (numbers, bools, lists), else the raw text."""
     lowered = text.strip()
@@ -207,37 +207,121 @@ def load_config(profile: str = "default", overrides: dict[str, Any] | None = Non
         raise ConfigError(f"invalid configuration for profile {profile!r}: {problems}") from None
 
 
-class Settings(BaseModel):
-    """Environment of one entry point (prefix ``MASKCLS_``), read when called, never at import."""
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source reading a given mapping instead of ``os.environ``."""
 
-    model_config = ConfigDict(frozen=True)
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ  # read by _load_env_vars, which the base __init__ calls
+        super().__init__(settings_cls)
 
-    home: Path
-    data_source: str
-    tracking_uri: str
-    #: Seconds without an answer before one download attempt gives up (MASKCLS_DOWNLOAD_TIMEOUT_S).
-    download_timeout_s: float = 30.0
-    #: Extra pins: source -> pin file (MASKCLS_PINS="<url or path>=<pin.json>;..."), e.g. for a mirror
-    #: of the default archive. The default source always uses DEFAULT_PIN.
-    pins: dict[str, Path] = {}
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
 
+
+class Settings(BaseSettings):
+    """Environment of one entry point: every ``MASKCLS_*`` variable, plus MLFLOW_TRACKING_URI.
+
+    Read when an entry point starts (``Settings.from_env()``), never at import. A field's
+    variable is its name upper-cased behind the prefix (``workers`` <- ``MASKCLS_WORKERS``);
+    an empty variable counts as unset (compose passes unset variables through as "").
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MASKCLS_", env_ignore_empty=True, frozen=True)
+
+    # Data, store, downloads: every entry point.
+    home: Path = Field(
+        default_factory=lambda: Path.cwd() / ".maskcls",
+        validate_default=True,
+        description="Root of the store, downloads, locks, local tracking, Prefect state and logs "
+        "(default: .maskcls in the current folder).",
+    )
+    data_source: str = Field(
+        DEFAULT_SOURCE,
+        description="Folder, zip or http(s) URL of a zip to train on when no --source is given "
+        "(default: the pinned face-mask archive).",
+    )
+    pins: Annotated[dict[str, Path], NoDecode] = Field(
+        default_factory=dict,
+        description='Extra pins, "<url or path>=<pin.json>;...", e.g. for a mirror of the default archive '
+        "(the default source always uses its committed pin).",
+    )
+    download_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds without an answer before one download attempt gives up."
+    )
+    # Tracking.
+    tracking_uri: str = Field(
+        "",
+        validation_alias="MLFLOW_TRACKING_URI",
+        validate_default=True,
+        description="MLflow tracking server (MLflow's own variable; default: SQLite under MASKCLS_HOME).",
+    )
+    mlflow_retry_s: float = Field(
+        60.0, ge=0, description="Seconds the MLflow client retries a request (with backoff) before failing."
+    )
+    # The local stack (`make up`).
+    bind_host: str = Field("127.0.0.1", description="Address the stack's servers listen on.")
+    prefect_port: int = Field(4200, ge=1, le=65535, description="Port of the Prefect server and UI.")
+    mlflow_port: int = Field(5000, ge=1, le=65535, description="Port of the MLflow server and UI.")
+    workers: int = Field(2, ge=0, description="Prefect workers the stack starts.")
+    worker_limit: int = Field(1, ge=0, description="Flow runs at once per worker; 0 means no limit.")
+    mlflow_workers: int = Field(1, ge=1, description="Processes of the MLflow server.")
+    mlflow_allowed_hosts: str | None = Field(
+        None, description="Host names the MLflow server accepts besides its bind address (comma-separated)."
+    )
+    stack_timeout: float = Field(180.0, gt=0, description="Seconds one service of the stack may take to get healthy.")
+    # Deployments (flows/deploy.py).
+    work_pool: str = Field("maskcls", description="Work pool the deployments run on.")
+    retrain_cron: str = Field("0 3 * * 0", description="Cron schedule of the scheduled-retrain deployment.")
+    retrain_tz: str = Field("UTC", description="Time zone of MASKCLS_RETRAIN_CRON.")
+    # docker compose only: compose substitutes it; no Python code reads it.
+    datasets_dir: Path = Field(
+        Path("./data/datasets"), description="(compose only) Host folder mounted read-only at /datasets."
+    )
+
+    @field_validator("home")
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
-        env = dict(os.environ if env is None else env)
-        home = Path(env.get("MASKCLS_HOME") or Path.cwd() / ".maskcls").expanduser().resolve()
-        tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _local_tracking_by_default(cls, value: str, info: ValidationInfo) -> str:
+        if value or "home" not in info.data:  # no home: its own error is reported
+            return value
+        return f"sqlite:///{info.data['home'] / 'mlflow.db'}"
+
+    @field_validator("pins", mode="before")
+    @classmethod
+    def _parse_pins(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
         pins: dict[str, Path] = {}
-        for item in (env.get("MASKCLS_PINS") or "").split(";"):
+        for item in value.split(";"):
             if "=" in item.strip():
                 src, pin = item.strip().rsplit("=", 1)
                 pins[src.strip()] = Path(pin.strip()).expanduser()
-        return cls(
-            home=home,
-            data_source=env.get("MASKCLS_DATA_SOURCE") or DEFAULT_SOURCE,
-            tracking_uri=tracking,
-            download_timeout_s=float(env.get("MASKCLS_DOWNLOAD_TIMEOUT_S") or 30.0),
-            pins=pins,
-        )
+        return pins
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable of a field (``workers`` -> ``MASKCLS_WORKERS``)."""
+        alias = cls.model_fields[field].validation_alias
+        return alias if isinstance(alias, str) else f"{cls.model_config['env_prefix']}{field.upper()}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read ``env`` (only it), or the process environment when None; a bad value is a ConfigError."""
+        try:
+            if env is None:
+                return cls()
+            return cls(_build_sources=((_MappingEnvSource(cls, env),), {}))
+        except ValidationError as exc:
+            raise ConfigError(_settings_problems(cls, exc)) from None
+
+    @property
+    def data_source_given(self) -> str | None:
+        """MASKCLS_DATA_SOURCE as set; None when unset (workers and deployments then keep their default)."""
+        return self.data_source if "data_source" in self.model_fields_set else None
 
     def pin_for(self, source: str) -> Path | None:
         """The pin a source is checked against: DEFAULT_PIN for the default download, else MASKCLS_PINS."""
@@ -262,6 +346,24 @@ class Settings(BaseModel):
     @property
     def locks_dir(self) -> Path:
         return self.home / "locks"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+
+def _settings_problems(cls: type[Settings], exc: ValidationError) -> str:
+    """One paragraph naming each bad variable, its value and what it should be."""
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = cls.env_name(field) if field in cls.model_fields else field
+        value = f"={error['input']!r}" if isinstance(error["input"], str) else ""
+        problems.append(f"{name}{value}: {error['msg']}")
+    return (
+        f"invalid environment setting: {'; '.join(problems)}. Fix the variable, or unset it to use its "
+        "default (the README lists every MASKCLS_* setting)."
+    )
 
 
 def build_config(profile: str, epochs: int | None = None, learning_rate: float | None = None,

@@ -17,12 +17,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from maskcls.config import DataConfig
+from maskcls.errors import MaskclsError
 from maskcls.preprocess import DecodeError, decode_image, to_gray
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
-class DataError(ValueError):
+class DataError(MaskclsError, ValueError):
     """The dataset as a whole cannot be used (one clear paragraph)."""
 
 

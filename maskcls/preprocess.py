@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 
 from maskcls.config import PreprocessConfig
+from maskcls.errors import MaskclsError
 
 
-class DecodeError(ValueError):
+class DecodeError(MaskclsError, ValueError):
     """The bytes are not an image OpenCV can read."""
 
 

@@ -31,6 +31,8 @@ from typing import Any, Iterator, Literal
 import httpx
 from pydantic import BaseModel
 
+from maskcls.errors import MaskclsError
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
@@ -50,7 +52,7 @@ _FLAG_ENCRYPTED = 0x1
 _FLAG_UTF8 = 0x800
 
 
-class SourceError(Exception):
+class SourceError(MaskclsError):
     """The data source cannot be used; the message names the source/file/URL and the problem."""
 
 

@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from maskcls.errors import MaskclsError
+
 _CHUNK = 1 << 20
 
 
-class StoreError(RuntimeError):
+class StoreError(MaskclsError, RuntimeError):
     """A stored file is missing or no longer matches its fingerprint."""
 
 

@@ -32,13 +32,10 @@ from maskcls.config import (
     PipelineConfig,
     Settings,
 )
+from maskcls.errors import TrackingError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
-
-
-class TrackingError(RuntimeError):
-    """MLflow cannot be used (unreachable, misconfigured); says what and where."""
 
 
 def retry_settings(budget: float) -> dict[str, str]:
@@ -77,7 +74,7 @@ def configure(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured tracking URI; probe a server before any work."""
     uri = settings.tracking_uri
     # Cap the client's own retries so a dead server is an error in about a minute, not ten.
-    os.environ.update(retry_settings(float(os.environ.get("MASKCLS_MLFLOW_RETRY_S") or 60)))
+    os.environ.update(retry_settings(settings.mlflow_retry_s))
     if uri.startswith(("http://", "https://")):
         try:
             resp = httpx.get(uri.rstrip("/") + "/health", timeout=5.0)

@@ -307,3 +307,129 @@ def test_settings_expand_user_in_home(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("HOME", str(tmp_path))
     s = Settings.from_env({"MASKCLS_HOME": "~/mk"})
     assert s.home == (tmp_path / "mk").resolve()
+
+
+def test_settings_read_every_variable_with_its_type(tmp_path: Path) -> None:
+    env = {
+        "MASKCLS_HOME": str(tmp_path),
+        "MASKCLS_PINS": f" https://mirror/x.zip = {tmp_path}/pin.json ; no-equals-sign ;/data/y.zip=~/y.json",
+        "MASKCLS_DOWNLOAD_TIMEOUT_S": "2.5",
+        "MASKCLS_MLFLOW_RETRY_S": "6",
+        "MASKCLS_BIND_HOST": "0.0.0.0",
+        "MASKCLS_PREFECT_PORT": "4300",
+        "MASKCLS_MLFLOW_PORT": "5300",
+        "MASKCLS_WORKERS": "3",
+        "MASKCLS_WORKER_LIMIT": "0",
+        "MASKCLS_MLFLOW_WORKERS": "4",
+        "MASKCLS_MLFLOW_ALLOWED_HOSTS": "mlflow,localhost",
+        "MASKCLS_STACK_TIMEOUT": "90",
+        "MASKCLS_WORK_POOL": "other-pool",
+        "MASKCLS_RETRAIN_CRON": "0 4 * * 1",
+        "MASKCLS_RETRAIN_TZ": "Europe/Paris",
+        "MASKCLS_DATASETS_DIR": "/srv/datasets",
+    }
+    s = Settings.from_env(env)
+    assert s.pins == {"https://mirror/x.zip": tmp_path / "pin.json", "/data/y.zip": Path("~/y.json").expanduser()}
+    assert s.pin_for("https://mirror/x.zip") == tmp_path / "pin.json"
+    assert s.pin_for(DEFAULT_SOURCE) == C.DEFAULT_PIN
+    assert s.pin_for("elsewhere") is None
+    assert (s.download_timeout_s, s.mlflow_retry_s, s.stack_timeout) == (2.5, 6.0, 90.0)
+    assert (s.bind_host, s.prefect_port, s.mlflow_port) == ("0.0.0.0", 4300, 5300)
+    assert (s.workers, s.worker_limit, s.mlflow_workers) == (3, 0, 4)
+    assert s.mlflow_allowed_hosts == "mlflow,localhost"
+    assert (s.work_pool, s.retrain_cron, s.retrain_tz) == ("other-pool", "0 4 * * 1", "Europe/Paris")
+    assert s.datasets_dir == Path("/srv/datasets")
+
+
+def test_settings_defaults_are_the_documented_ones(tmp_path: Path) -> None:
+    s = Settings.from_env({"MASKCLS_HOME": str(tmp_path)})
+    assert s.pins == {}
+    assert (s.download_timeout_s, s.mlflow_retry_s, s.stack_timeout) == (30.0, 60.0, 180.0)
+    assert (s.bind_host, s.prefect_port, s.mlflow_port) == ("127.0.0.1", 4200, 5000)
+    assert (s.workers, s.worker_limit, s.mlflow_workers, s.mlflow_allowed_hosts) == (2, 1, 1, None)
+    assert (s.work_pool, s.retrain_cron, s.retrain_tz) == ("maskcls", "0 3 * * 0", "UTC")
+    assert s.logs_dir == s.home / "logs"
+
+
+def test_settings_empty_variables_count_as_unset(tmp_path: Path) -> None:
+    # docker compose passes an unset variable through as "".
+    env = {name: "" for name in map(Settings.env_name, Settings.model_fields)}
+    env["MASKCLS_HOME"] = str(tmp_path)
+    s = Settings.from_env(env)
+    assert s.data_source == DEFAULT_SOURCE and s.data_source_given is None
+    assert s.workers == 2
+    assert s.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+
+
+def test_settings_data_source_given_only_when_set(tmp_path: Path) -> None:
+    assert Settings.from_env({}).data_source_given is None
+    s = Settings.from_env({"MASKCLS_DATA_SOURCE": DEFAULT_SOURCE})
+    assert s.data_source_given == DEFAULT_SOURCE
+
+
+def test_settings_env_name_is_the_prefixed_field_or_its_alias() -> None:
+    assert Settings.env_name("workers") == "MASKCLS_WORKERS"
+    assert Settings.env_name("download_timeout_s") == "MASKCLS_DOWNLOAD_TIMEOUT_S"
+    assert Settings.env_name("tracking_uri") == "MLFLOW_TRACKING_URI"
+
+
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("MASKCLS_WORKERS", "two", "valid integer"),
+        ("MASKCLS_WORKERS", "-1", "greater than or equal to 0"),
+        ("MASKCLS_PREFECT_PORT", "70000", "less than or equal to 65535"),
+        ("MASKCLS_DOWNLOAD_TIMEOUT_S", "0", "greater than 0"),
+        ("MASKCLS_MLFLOW_RETRY_S", "soon", "valid number"),
+    ],
+)
+def test_a_bad_variable_is_a_config_error_naming_it(name: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({name: value})
+    text = exc.value.message
+    assert f"{name}={value!r}" in text
+    assert expected in text
+    assert "\n" not in text  # one paragraph
+
+
+def test_every_bad_variable_is_named_at_once() -> None:
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({"MASKCLS_WORKERS": "x", "MASKCLS_MLFLOW_PORT": "y"})
+    assert "MASKCLS_WORKERS='x'" in exc.value.message
+    assert "MASKCLS_MLFLOW_PORT='y'" in exc.value.message
+
+
+def test_settings_from_the_process_environment_validate_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MASKCLS_WORKERS", "many")
+    with pytest.raises(ConfigError, match="MASKCLS_WORKERS='many'"):
+        Settings.from_env()
+
+
+def test_settings_are_frozen(tmp_path: Path) -> None:
+    s = Settings.from_env({"MASKCLS_HOME": str(tmp_path)})
+    with pytest.raises(pydantic.ValidationError):
+        s.workers = 5  # type: ignore[misc]
+
+
+# Set by the stack on its own processes to recognise them later (read from /proc/<pid>/environ
+# of other processes): markers, not settings of the process that reads them.
+_PROCESS_MARKERS = {"MASKCLS_STACK_TAG", "MASKCLS_STACK_SERVICE"}
+_SCANNED = ("maskcls", "tasks", "flows", "stack", "benchmarks", "mlflow", "docker", "docker-compose.yml",
+            ".env.example", "Makefile", "Dockerfile")
+
+
+def test_every_maskcls_variable_in_the_tree_is_a_settings_field() -> None:
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    named: set[str] = set()
+    for entry in _SCANNED:
+        path = root / entry
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            if file.suffix in {".pyc", ".png", ".jpg", ".json", ".onnx", ".npy"}:
+                continue
+            named |= set(re.findall(r"\bMASKCLS_[A-Z][A-Z0-9_]*", file.read_text(errors="replace")))
+    fields = {Settings.env_name(f) for f in Settings.model_fields}
+    assert named - _PROCESS_MARKERS <= fields, f"not a Settings field: {sorted(named - _PROCESS_MARKERS - fields)}"
+    assert "MASKCLS_HOME" in named  # the scan reads the tree
