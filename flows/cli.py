@@ -204,7 +204,8 @@ def sweep(
     except ConfigError as exc:
         _fail(str(exc), 2)
         return
-    from flows.sweep import SweepError, expand_grid, parse_grid, sweep_flow
+    from flows.sweep import sweep_flow
+    from maskcls.sweep import SweepError, expand_grid, parse_grid
 
     try:
         parsed = parse_grid(grid)
