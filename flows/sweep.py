@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.client.schemas.objects import FlowRun
 from prefect.context import get_run_context
 
 from flows.deploy import FLOW_NAME, SWEEP_FLOW_NAME, SWEEP_MEMBER
@@ -93,19 +93,19 @@ def sweep_flow(
     # Before the parent run exists: a stack that cannot run the points leaves nothing behind.
     check_pool(MEMBER_DEPLOYMENT, this_run.work_pool_name)
     parent = open_parent_run(settings, plan, run_name, str(this_run.id))
-    started: list[FlowRun] = []
+    started: list[UUID] = []
     ok = False
     try:
         started.append(start_point(MEMBER_DEPLOYMENT, plan, 0, parent, run_name))
         if plan.wait_for:
-            wait_for_stage(started[0].id, plan.wait_for, deadline)
+            wait_for_stage(started[0], plan.wait_for, deadline)
         for index in range(1, len(plan.points)):
             started.append(start_point(MEMBER_DEPLOYMENT, plan, index, parent, run_name))
-        finished = wait_for_points([run.id for run in started], deadline, timeout_minutes)
+        finished = wait_for_points(started, deadline, timeout_minutes)
         ok = True
     finally:
         if not ok:  # stopped, timed out or failed: no point may go on without the sweep
-            cancel_points([run.id for run in started], parent.tag)
+            cancel_points(started, parent.tag)
             close_parent_run(settings, parent, False)
     summary = summarize_points(settings, plan, parent, finished)
     log_summary(settings, plan, parent, summary)

@@ -17,7 +17,7 @@ from uuid import UUID
 from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import FlowRun, State, TaskRun
+from prefect.client.schemas.objects import State, TaskRun
 
 from maskcls.config import Settings
 from maskcls.errors import OrchestrationError, TrackingError
@@ -48,6 +48,15 @@ class ParentRun:
     def tag(self) -> str:
         """The Prefect tag of the sweep's point runs (how a stopped sweep finds them all)."""
         return f"sweep:{self.run_id}"
+
+
+@dataclass(frozen=True)
+class PointRun:
+    """A point's flow run once it ended (plain fields: Prefect refuses run objects as task arguments)."""
+
+    id: UUID
+    name: str
+    state: str
 
 
 def _transient(task: Task[..., Any], task_run: TaskRun, state: State) -> bool:
@@ -115,13 +124,13 @@ def open_parent_run(settings: Settings, plan: SweepPlan, run_name: str, flow_run
 
 
 @task(name="start-point", cache_policy=NO_CACHE)
-def start_point(member_deployment: str, plan: SweepPlan, index: int, parent: ParentRun, run_name: str) -> FlowRun:
-    """Create point ``index``'s flow run of the member deployment, for the pool's workers to pick up."""
+def start_point(member_deployment: str, plan: SweepPlan, index: int, parent: ParentRun, run_name: str) -> UUID:
+    """Create point ``index``'s flow run of the member deployment, for the pool's workers to pick up; its id."""
     run = prefect_api.start_deployment(member_deployment, plan.parameters(index, parent.run_id),
                                        flow_run_name=f"{run_name}-{index + 1}", tags=["sweep", parent.tag])
     get_run_logger().info(f"point {index + 1}/{len(plan.points)} ({point_label(plan.points[index])}): "
                           f"flow run {run.name}")
-    return run
+    return run.id
 
 
 @task(name="wait-for-shared-data", **RETRIED)
@@ -137,10 +146,10 @@ def wait_for_stage(flow_run_id: UUID, stage: str, deadline: float) -> None:
 
 
 @task(name="wait-for-points", **RETRIED)
-def wait_for_points(flow_run_ids: list[UUID], deadline: float, timeout_minutes: float) -> list[FlowRun]:
+def wait_for_points(flow_run_ids: list[UUID], deadline: float, timeout_minutes: float) -> list[PointRun]:
     """The points' flow runs once every one has ended, in the order given; SweepError after the deadline."""
     logger = get_run_logger()
-    final: dict[UUID, FlowRun] = {}
+    final: dict[UUID, PointRun] = {}
     with prefect_api.client() as pc:
         while len(final) < len(flow_run_ids):
             if time.time() > deadline:
@@ -149,7 +158,7 @@ def wait_for_points(flow_run_ids: list[UUID], deadline: float, timeout_minutes: 
                 if run_id not in final:
                     current = prefect_api.read_flow_run(pc, run_id)
                     if prefect_api.is_final(current):
-                        final[run_id] = current
+                        final[run_id] = PointRun(id=run_id, name=current.name, state=current.state.name)
                         logger.info(f"{current.name}: {current.state.name}")
             if len(final) < len(flow_run_ids):
                 time.sleep(POLL_SECONDS)
@@ -170,7 +179,7 @@ def close_parent_run(settings: Settings, parent: ParentRun, ok: bool) -> None:
 
 
 @task(name="summarize-sweep", **RETRIED)
-def summarize_points(settings: Settings, plan: SweepPlan, parent: ParentRun, runs: list[FlowRun]) -> dict[str, Any]:
+def summarize_points(settings: Settings, plan: SweepPlan, parent: ParentRun, runs: list[PointRun]) -> dict[str, Any]:
     """One row per point (settings, state, nested MLflow run, metrics, registration, stage states), the best
     point and the champion after the sweep. Fails the parent run if no point logged under it."""
     client = tracking.configure(settings)
@@ -181,7 +190,7 @@ def summarize_points(settings: Settings, plan: SweepPlan, parent: ParentRun, run
     rows = []
     for index, (point, run) in enumerate(zip(plan.points, runs)):
         child = children.get(str(run.id))
-        rows.append(point_row(index, point, run.name, run.state.name if run.state else "Unknown",
+        rows.append(point_row(index, point, run.name, run.state,
                               child.info.run_id if child else None, child.data.metrics if child else {},
                               child.data.tags if child else {}, stages[run.id]))
     current = tracking.champion(client)
