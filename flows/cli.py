@@ -256,7 +256,8 @@ def sweep(
     run: _Run = ctx.obj
     _stack_env()
     fixed = parse_overrides(set_)
-    from flows.sweep import expand_grid, parse_grid, sweep_flow
+    from flows.sweep import sweep_flow
+    from maskcls.sweep import expand_grid, parse_grid
 
     _route_logging(run)
     parsed = parse_grid(grid)

@@ -25,24 +25,23 @@ from uuid import UUID
 
 import typer
 from prefect import flow
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.client.schemas.objects import (
+    ConcurrencyLimitConfig,
+    ConcurrencyLimitStrategy,
+)
 from prefect.schedules import Cron
-from prefect.workers.process import ProcessWorker
 
 from maskcls.config import Settings
 from maskcls.names import (
     FLOW_NAME,
     ON_DEMAND,
-    POOL_NAME,
     POOL_ONLY_FLAG,
     SCHEDULED,
     SWEEP,
     SWEEP_FLOW_NAME,
     SWEEP_MEMBER,
 )
+from tasks import prefect_api
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = "flows/train.py:train_flow"
@@ -86,31 +85,9 @@ def concurrency_limit() -> ConcurrencyLimitConfig:
     return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 
 
-def ensure_work_pool(name: str = POOL_NAME) -> bool:
-    """Create the process work pool `name` with Prefect's default job template; True if created."""
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_work_pool(name)
-            return False
-        except ObjectNotFound:
-            pass
-        try:
-            client.create_work_pool(
-                WorkPoolCreate(
-                    name=name,
-                    type=ProcessWorker.type,
-                    base_job_template=ProcessWorker.get_default_base_job_template(),
-                )
-            )
-        except ObjectAlreadyExists:
-            # A worker started with --type process may have created it meanwhile.
-            return False
-    return True
-
-
 def deploy_all(settings: DeploySettings) -> dict[tuple[str, str], UUID]:
     """Create or update every deployment of maskcls.names.DEPLOYMENTS; their ids by (flow, deployment)."""
-    ensure_work_pool(settings.pool)
+    prefect_api.ensure_work_pool(settings.pool)
     train_flow = flow.from_source(source=str(settings.project_root), entrypoint=settings.entrypoint)
     common: dict[str, Any] = dict(
         work_pool_name=settings.pool,
@@ -182,7 +159,7 @@ def deploy(
     """Register the deployments (or only the work pool), with settings read from the environment here."""
     settings = DeploySettings.from_settings(Settings.from_env())
     if pool_only:
-        created = ensure_work_pool(settings.pool)
+        created = prefect_api.ensure_work_pool(settings.pool)
         typer.echo(f"work pool {settings.pool!r} {'created' if created else 'exists'}")
         return
     for (flow_name, name), deployment_id in deploy_all(settings).items():

@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow
 
 from maskcls.config import Settings, build_config
+from maskcls.names import FLOW_NAME
 from tasks import tracking
 from tasks.augment import augment
 from tasks.caching import source_identity
@@ -23,7 +24,7 @@ from tasks.train import train
 from tasks.validate import validate
 
 
-@flow(name="train-face-mask", log_prints=True)
+@flow(name=FLOW_NAME, log_prints=True)
 def train_flow(
     profile: str = "default",
     source: str | None = None,

@@ -27,8 +27,10 @@ import re
 import socket
 import threading
 import time
-from pathlib import Path
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Optional
 
 import anyio
@@ -196,6 +198,22 @@ class FcntlLockManager(LockManager):
             await anyio.sleep(delay)
             delay = min(delay * 1.5, _POLL_MAX)
         return True
+
+
+@contextmanager
+def exclusive(directory: Path | str, key: str) -> Iterator[None]:
+    """Hold the lock of ``key`` under ``directory`` for the block, waiting as long as another holder has it.
+
+    For shared work outside Prefect's transactions (the promotion's compare-and-set): one
+    holder at a time across processes and threads, released by the OS if the holder dies.
+    """
+    manager = FcntlLockManager(directory)
+    holder = uuid.uuid4().hex
+    manager.acquire_lock(key, holder)
+    try:
+        yield
+    finally:
+        manager.release_lock(key, holder)
 
 
 def holder_info(path: Path | str) -> dict[str, Any] | None:

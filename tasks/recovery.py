@@ -21,19 +21,22 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from logging import Logger, LoggerAdapter
-from typing import Any
+from typing import TYPE_CHECKING
 
-from mlflow import MlflowClient
+import psutil
 
-from maskcls.config import EXPERIMENT_NAME
+from maskcls.names import FLOW_NAME  # only the training flow's runs are looked at
+from tasks import prefect_api, tracking
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 CRASH_TAG = "crashed"
 REASON_TAG = "failure_reason"
-# The training flow's name (flows/train.py); only its flow runs are looked at.
-FLOW_NAME = "train-face-mask"
-_FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 @dataclass
@@ -44,72 +47,22 @@ class Recovered:
     flow_runs: dict[str, str] = field(default_factory=dict)
 
 
-def _boot_time() -> float | None:
-    try:
-        for line in open("/proc/stat"):
-            if line.startswith("btime"):
-                return float(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def process_started(pid: int) -> float | None:
-    """Epoch seconds at which process ``pid`` started; None if it does not exist (or is a zombie)."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    boot = _boot_time()
-    if boot is None:
-        return 0.0
-    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-
-
 def pid_dead(pid: int, since: float | None = None) -> bool:
-    """True when ``pid`` is not running, or runs a process that started after ``since`` (pid reuse)."""
-    if pid <= 0:
+    """True when ``pid`` is not running (gone or a zombie), or runs a process that started after
+    ``since`` (epoch seconds): the pid was reused."""
+    if pid <= 0 or pid == os.getpid():
         return False
-    if pid == os.getpid():
-        return False
-    started = process_started(pid)
-    if started is None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return not os.path.exists("/proc")  # alive by kill(0) but no /proc entry: trust kill
-    # 2 s of slack: /proc's start time has clock-tick resolution and the run starts after its process.
-    return since is not None and started > since + 2.0
-
-
-def _prefect_state(pc: Any, flow_run_id: str) -> str | None:
     try:
-        run = pc.read_flow_run(flow_run_id)
-    except Exception:  # noqa: BLE001 - unknown to this server (another API, ephemeral run)
-        return None
-    return run.state.type.value if run.state is not None else None
-
-
-def _crash_flow_run(pc: Any, flow_run_id: str, reason: str) -> bool:
-    from prefect.states import Crashed
-
-    state = _prefect_state(pc, flow_run_id)
-    if state is None or state in _FINAL:
+        process = psutil.Process(pid)
+        if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return True
+        started = process.create_time()
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:  # exists, owned by someone else: alive
         return False
-    pc.set_flow_run_state(flow_run_id, Crashed(message=reason), force=True)
-    return True
-
-
-def _prefect_client() -> Any:
-    from prefect.client.orchestration import get_client
-
-    return get_client(sync_client=True)
+    # 2 s of slack: the start time has clock-tick resolution and the run starts after its process.
+    return since is not None and started > since + 2.0
 
 
 def recover(client: MlflowClient, log: Logger | LoggerAdapter | None = None, prefect: bool = True) -> Recovered:
@@ -122,87 +75,70 @@ def recover(client: MlflowClient, log: Logger | LoggerAdapter | None = None, pre
         if log is not None:
             log.warning(msg)
 
-    pc_cm = None
-    pc = None
-    if prefect:
-        try:
-            pc_cm = _prefect_client()
-            pc = pc_cm.__enter__()
-        except Exception as exc:  # noqa: BLE001
-            warn(f"recovery: cannot reach Prefect's API ({exc}); only MLflow runs are checked")
-            pc_cm = pc = None
     try:
-        try:
-            exp = client.get_experiment_by_name(EXPERIMENT_NAME)
-            runs = [] if exp is None else client.search_runs(
-                [exp.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=500)
-        except Exception as exc:  # noqa: BLE001
-            warn(f"recovery: cannot list running MLflow runs ({exc})")
-            runs = []
-        for run in runs:
-            tags = run.data.tags
-            run_id = run.info.run_id
-            flow_run_id = tags.get("prefect_flow_run_id") or ""
-            reason = None
-            try:
-                pid = int(tags.get("pid", "0"))
-            except ValueError:
-                pid = 0
-            if tags.get("host") == host and pid and pid_dead(pid, (run.info.start_time or 0) / 1000):
-                reason = (f"process {pid} on host {host} died while this run was RUNNING "
-                          f"(killed or crashed); marked FAILED by a later run at {now}")
-            elif pc is not None and flow_run_id:
-                state = _prefect_state(pc, flow_run_id)
-                if state in _FINAL:
-                    reason = (f"its Prefect flow run {flow_run_id} ended {state.lower()} while this run was "
-                              f"still RUNNING (process {pid or '?'} on {tags.get('host', '?')} is gone); "
-                              f"marked FAILED by a later run at {now}")
-            if reason is None:
-                continue
-            try:
-                client.set_tag(run_id, CRASH_TAG, "true")
-                client.set_tag(run_id, REASON_TAG, reason)
-                client.set_terminated(run_id, "FAILED")
-                out.mlflow_runs[run_id] = reason
-                warn(f"recovery: MLflow run {run_id}: {reason}")
-            except Exception as exc:  # noqa: BLE001
-                warn(f"recovery: cannot mark MLflow run {run_id} failed ({exc})")
-                continue
-            if pc is not None and flow_run_id:
+        with ExitStack() as stack:
+            pc = None
+            if prefect:
                 try:
-                    if _crash_flow_run(pc, flow_run_id, f"MLflow run {run_id}: {reason}"):
-                        out.flow_runs[flow_run_id] = reason
+                    pc = stack.enter_context(prefect_api.client())
                 except Exception as exc:  # noqa: BLE001
-                    warn(f"recovery: cannot mark Prefect flow run {flow_run_id} crashed ({exc})")
-        if pc is not None:
-            _recover_worker_runs(pc, host, now, out, warn)
-    finally:
-        if pc_cm is not None:
-            try:
-                pc_cm.__exit__(None, None, None)
-            except Exception:  # noqa: BLE001
-                pass
+                    warn(f"recovery: cannot reach Prefect's API ({exc}); only MLflow runs are checked")
+            _recover_mlflow_runs(client, pc, host, now, out, warn)
+            if pc is not None:
+                _recover_worker_runs(pc, host, now, out, warn)
+    except Exception as exc:  # noqa: BLE001 - closing the Prefect client; what was marked stays marked
+        warn(f"recovery: {exc}")
     return out
 
 
-def _recover_worker_runs(pc: Any, host: str, now: str, out: Recovered, warn) -> None:
+def _recover_mlflow_runs(client: MlflowClient, pc: prefect_api.ApiClient | None, host: str, now: str, out: Recovered,
+                         warn: Callable[[str], None]) -> None:
+    """MLflow runs RUNNING whose process on this host died, or whose Prefect flow run has ended."""
+    try:
+        runs = tracking.running_runs(client)
+    except Exception as exc:  # noqa: BLE001
+        warn(f"recovery: cannot list running MLflow runs ({exc})")
+        return
+    for run in runs:
+        tags = run.data.tags
+        run_id = run.info.run_id
+        flow_run_id = tags.get("prefect_flow_run_id") or ""
+        reason = None
+        try:
+            pid = int(tags.get("pid", "0"))
+        except ValueError:
+            pid = 0
+        if tags.get("host") == host and pid and pid_dead(pid, (run.info.start_time or 0) / 1000):
+            reason = (f"process {pid} on host {host} died while this run was RUNNING "
+                      f"(killed or crashed); marked FAILED by a later run at {now}")
+        elif pc is not None and flow_run_id:
+            state = prefect_api.flow_run_state(pc, flow_run_id)
+            if state in prefect_api.FINAL_STATES:
+                reason = (f"its Prefect flow run {flow_run_id} ended {state.lower()} while this run was "
+                          f"still RUNNING (process {pid or '?'} on {tags.get('host', '?')} is gone); "
+                          f"marked FAILED by a later run at {now}")
+        if reason is None:
+            continue
+        try:
+            tracking.fail_run(client, run_id, {CRASH_TAG: "true", REASON_TAG: reason})
+            out.mlflow_runs[run_id] = reason
+            warn(f"recovery: MLflow run {run_id}: {reason}")
+        except Exception as exc:  # noqa: BLE001
+            warn(f"recovery: cannot mark MLflow run {run_id} failed ({exc})")
+            continue
+        if pc is not None and flow_run_id:
+            try:
+                if prefect_api.crash_flow_run(pc, flow_run_id, f"MLflow run {run_id}: {reason}"):
+                    out.flow_runs[flow_run_id] = reason
+            except Exception as exc:  # noqa: BLE001
+                warn(f"recovery: cannot mark Prefect flow run {flow_run_id} crashed ({exc})")
+
+
+def _recover_worker_runs(pc: prefect_api.ApiClient, host: str, now: str, out: Recovered,
+                         warn: Callable[[str], None]) -> None:
     """Prefect flow runs a process worker on this host started (infrastructure_pid host:pid) whose process died."""
     try:
-        from prefect.client.schemas.filters import (
-            FlowFilter,
-            FlowFilterName,
-            FlowRunFilter,
-            FlowRunFilterState,
-            FlowRunFilterStateType,
-        )
-        from prefect.client.schemas.objects import StateType
-
-        runs = pc.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                type=FlowRunFilterStateType(any_=[StateType.RUNNING]))),
-            limit=200,
-        )
+        runs = prefect_api.running_flow_runs(pc, FLOW_NAME)
     except Exception as exc:  # noqa: BLE001
         warn(f"recovery: cannot list running Prefect flow runs ({exc})")
         return
@@ -216,7 +152,7 @@ def _recover_worker_runs(pc: Any, host: str, now: str, out: Recovered, warn) -> 
             continue
         reason = f"process {pid_s} on host {host} died while this flow run was Running; marked Crashed at {now}"
         try:
-            if _crash_flow_run(pc, str(run.id), reason):
+            if prefect_api.crash_flow_run(pc, str(run.id), reason):
                 out.flow_runs[str(run.id)] = reason
                 warn(f"recovery: Prefect flow run {run.id}: {reason}")
         except Exception as exc:  # noqa: BLE001

@@ -1,14 +1,15 @@
 """Everything that talks to MLflow: runs, params, metrics, artifacts, registry, promotion.
 
 The run id is always passed explicitly: MLflow's active run is thread-local and Prefect
-runs tasks in worker threads.
+runs tasks in worker threads. An MLflow failure leaves this module as a ``TrackingError``
+that names the server and says what to do, never as an ``MlflowException``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -17,12 +18,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 import mlflow
+import requests
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Run
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from maskcls.config import (
@@ -36,6 +38,16 @@ from maskcls.errors import TrackingError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+#: The experiment tag with which MLflow's UI tells model-training experiments
+#: (`custom_model_development`) from GenAI ones (`genai_development`).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+#: MLflow 3.17's UI picks its view from its workflow switch, kept in this URL parameter (else
+#: in the browser's storage, GenAI by default), before any experiment tag: links carry it.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+# The retry budget configure() last set, for the message of a request that gave up.
+_retry_budget_s = 60.0
 
 
 def retry_settings(budget: float) -> dict[str, str]:
@@ -60,6 +72,35 @@ def retry_settings(budget: float) -> dict[str, str]:
     }
 
 
+def tracking_error(exc: BaseException, uri: str, budget_s: float) -> TrackingError:
+    """What a failed MLflow request means for the user: the server lost mid-run, or a refused request."""
+    text = " ".join(str(exc).split())
+    why = (re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+           or re.search(r"(Read timed out|timed out|Max retries exceeded)", text))
+    if why is None:
+        return TrackingError(f"MLflow ({uri}) refused a request: {text[:600]}")
+    request = re.search(r"API request to (\S+) failed", text)
+    return TrackingError(
+        f"Lost the MLflow tracking server {uri} during the run: "
+        f"{'the request ' + request.group(1) if request else 'a request'} failed ({why.group(1).strip()}) after "
+        f"retrying with backoff for up to {budget_s:g} s (MASKCLS_MLFLOW_RETRY_S). The run's finished "
+        "stages are cached: run the same command again once the server is back; the next run marks "
+        "this one FAILED in MLflow."
+    )
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Turn MLflow's failures (and those of the HTTP layer under it) into ``TrackingError``.
+
+    Also a decorator: ``@translated()`` on every function here that sends a request.
+    """
+    try:
+        yield
+    except (MlflowException, requests.RequestException) as exc:
+        raise tracking_error(exc, mlflow.get_tracking_uri(), _retry_budget_s) from exc
+
+
 def reachable(uri: str, timeout: float = 5.0) -> bool:
     """A local store, or a tracking server answering GET /health within ``timeout``."""
     if not uri.startswith(("http://", "https://")):
@@ -72,8 +113,10 @@ def reachable(uri: str, timeout: float = 5.0) -> bool:
 
 def configure(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured tracking URI; probe a server before any work."""
+    global _retry_budget_s
     uri = settings.tracking_uri
     # Cap the client's own retries so a dead server is an error in about a minute, not ten.
+    _retry_budget_s = settings.mlflow_retry_s
     os.environ.update(retry_settings(settings.mlflow_retry_s))
     if uri.startswith(("http://", "https://")):
         try:
@@ -92,19 +135,24 @@ def configure(settings: Settings) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def experiment_id(client: MlflowClient, settings: Settings) -> str:
-    exp = client.get_experiment_by_name(EXPERIMENT_NAME)
-    if exp is not None:
-        return exp.experiment_id
-    # A local store needs an explicit artifact root, or artifacts land in ./mlruns of the cwd.
-    location = None
-    if not settings.tracking_uri.startswith(("http://", "https://")):
-        settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        location = settings.artifacts_dir.as_uri()
-    try:
-        return client.create_experiment(EXPERIMENT_NAME, artifact_location=location)
-    except MlflowException:  # created by a concurrent run in the meantime
-        return client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
+@translated()
+def experiment_id(client: MlflowClient, settings: Settings, name: str = EXPERIMENT_NAME) -> str:
+    """The id of experiment ``name``, created if missing, tagged to open in the UI's model-training view."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        # A local store needs an explicit artifact root, or artifacts land in ./mlruns of the cwd.
+        location = None
+        if not settings.tracking_uri.startswith(("http://", "https://")):
+            settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+            location = settings.artifacts_dir.as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=location,
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+        except MlflowException:  # created by a concurrent run in the meantime
+            exp = client.get_experiment_by_name(name)
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:  # made before the tag, or by hand
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return exp.experiment_id
 
 
 def git_commit() -> str:
@@ -117,25 +165,28 @@ def git_commit() -> str:
         return "unknown"
 
 
+@translated()
+def create_run(client: MlflowClient, settings: Settings, run_name: str | None, tags: dict[str, str]) -> str:
+    """A new run in the project's experiment, tagged with what made it (commit) and where (host, pid).
+
+    ``host`` and ``pid`` are what ``tasks.recovery`` reads to fail the run if its process dies.
+    """
+    run = client.create_run(
+        experiment_id(client, settings),
+        run_name=run_name,
+        tags={"git_commit": git_commit(), "host": socket.gethostname(), "pid": str(os.getpid()), **tags},
+    )
+    return run.info.run_id
+
+
 def start_run(client: MlflowClient, settings: Settings, config: PipelineConfig, tags: dict[str, str]) -> str:
     """Create this flow run's MLflow run with every config setting as a param."""
-    exp = experiment_id(client, settings)
-    run = client.create_run(
-        exp,
-        run_name=tags.pop("run_name", None),
-        tags={
-            "profile": config.profile,
-            "git_commit": git_commit(),
-            "host": socket.gethostname(),
-            "pid": str(os.getpid()),
-            **tags,
-        },
-    )
-    run_id = run.info.run_id
+    run_id = create_run(client, settings, tags.pop("run_name", None), {"profile": config.profile, **tags})
     log_params(client, run_id, config.flat())
     return run_id
 
 
+@translated()
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
     from mlflow.entities import Param
 
@@ -144,6 +195,7 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
         client.log_batch(run_id, params=items[start : start + 90])
 
 
+@translated()
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v == v]  # drop NaN
@@ -151,6 +203,7 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], st
         client.log_batch(run_id, metrics=items)
 
 
+@translated()
 def log_history(client: MlflowClient, run_id: str, history: dict[str, list[float]]) -> None:
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, step) for k, vals in history.items() for step, v in enumerate(vals)]
@@ -158,10 +211,20 @@ def log_history(client: MlflowClient, run_id: str, history: dict[str, list[float
         client.log_batch(run_id, metrics=items[start : start + 900])
 
 
+@translated()
 def log_json(client: MlflowClient, run_id: str, payload: Any, artifact_file: str) -> None:
     client.log_dict(run_id, payload, artifact_file)
 
 
+@translated()
+def log_table(client: MlflowClient, run_id: str, rows: list[dict[str, Any]], artifact_file: str) -> None:
+    """``rows`` as an MLflow table artifact (the UI shows it as a table)."""
+    import pandas as pd
+
+    client.log_table(run_id, data=pd.DataFrame(rows), artifact_file=artifact_file)
+
+
+@translated()
 def log_file(client: MlflowClient, run_id: str, path: Path, name: str, artifact_path: str | None = None) -> None:
     """Upload ``path`` under its user-facing ``name`` (store files are named by hash)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,6 +233,7 @@ def log_file(client: MlflowClient, run_id: str, path: Path, name: str, artifact_
         client.log_artifact(run_id, str(target), artifact_path)
 
 
+@translated()
 def log_dataset(client: MlflowClient, run_id: str, items: list[dict[str, Any]], source: str, digest: str) -> None:
     """Record the dataset as the run's MLflow dataset input (name, digest, source, schema)."""
     import pandas as pd
@@ -199,12 +263,14 @@ def epoch_logger(client: MlflowClient, run_id: str):
 
 
 def run_url(settings: Settings, exp_id: str, run_id: str) -> str:
+    """Where a person sees the run: its page in the UI's model-training view, or how to open a local store."""
     uri = settings.tracking_uri
     if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
+        return f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"
     return f"(local store {uri}; `mlflow ui --backend-store-uri {uri}`) run {run_id}"
 
 
+@translated()
 def end_run(client: MlflowClient, run_id: str, ok: bool) -> None:
     if not ok and not reachable(client.tracking_uri, timeout=2.0):
         # The run failed, often because MLflow went away: retrying here would only hide the
@@ -213,19 +279,36 @@ def end_run(client: MlflowClient, run_id: str, ok: bool) -> None:
     client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
 
 
+# --- runs left behind (tasks.recovery) --------------------------------------------------
+
+
+@translated()
+def running_runs(client: MlflowClient) -> list[Run]:
+    """The project's runs still RUNNING (at most 500)."""
+    exp = client.get_experiment_by_name(EXPERIMENT_NAME)
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=500)
+
+
+@translated()
+def fail_run(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    """Tag a run with why it failed and terminate it FAILED."""
+    set_tags(client, run_id, tags)
+    client.set_terminated(run_id, "FAILED")
+
+
+# --- sweeps (tasks.sweep) ---------------------------------------------------------------
+
+
+@translated()
+def child_runs(client: MlflowClient, exp_id: str, parent_run_id: str) -> list[Run]:
+    """The runs nested under ``parent_run_id`` (tag `mlflow.parentRunId`)."""
+    return client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                              max_results=1000)
+
+
 # --- registry ---------------------------------------------------------------------------
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive fcntl lock: the operating system releases it if the holder dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def pip_requirements() -> list[str]:
@@ -241,6 +324,7 @@ def pip_requirements() -> list[str]:
     return out
 
 
+@translated()
 def log_pyfunc(run_id: str, keras_path: Path, settings_path: Path, example_image: bytes) -> tuple[str, str]:
     """Log the model as code (no pickle) into ``run_id``; returns its model URI and model id."""
     import pandas as pd
@@ -275,13 +359,15 @@ def log_pyfunc(run_id: str, keras_path: Path, settings_path: Path, example_image
     return info.model_uri, info.model_id
 
 
-def champion(client: MlflowClient):
+def champion(client: MlflowClient) -> ModelVersion | None:
+    """The version the alias `champion` points to, if any."""
     try:
         return client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS)
     except MlflowException:
         return None
 
 
+@translated()
 def ensure_registered_model(client: MlflowClient) -> None:
     try:
         client.get_registered_model(REGISTERED_MODEL_NAME)
@@ -296,6 +382,16 @@ def ensure_registered_model(client: MlflowClient) -> None:
             pass  # created concurrently
 
 
+@translated()
+def create_version(client: MlflowClient, model_uri: str, run_id: str, model_id: str,
+                   tags: dict[str, str]) -> str:
+    """A new version of the registered model from a logged model; returns its version number."""
+    version = client.create_model_version(REGISTERED_MODEL_NAME, source=model_uri, run_id=run_id,
+                                          model_id=model_id, tags=tags)
+    return str(version.version)
+
+
+@translated()
 def trained_on(client: MlflowClient, run_id: str) -> set[str]:
     """sha256 of every image a version's run trained or validated on."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -303,8 +399,24 @@ def trained_on(client: MlflowClient, run_id: str) -> set[str]:
         return {row["sha256"] for row in json.loads(Path(path).read_text())}
 
 
-def host_of(uri: str) -> str:
-    return urlparse(uri).hostname or uri
+@translated()
+def version_labels(version: str, images: list[bytes]) -> list[str]:
+    """The labels registered version ``version`` gives ``images`` (loaded as any user loads it)."""
+    import pandas as pd
+
+    model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL_NAME}/{version}")
+    return list(model.predict(pd.DataFrame({"image": images}))["label"])
+
+
+@translated()
+def set_champion(client: MlflowClient, version: str) -> None:
+    client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, version)
+
+
+@translated()
+def tag_version(client: MlflowClient, version: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(REGISTERED_MODEL_NAME, version, key, value)
 
 
 # --- used by the training stages ---

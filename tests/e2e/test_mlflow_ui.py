@@ -1,5 +1,6 @@
 """MLflow UI: the `face-mask` experiment with the runs pressed in Prefect, a run page with
-`test_accuracy` and the confusion matrix image, and `face-mask-classifier` with `@ champion`."""
+`test_accuracy` and the confusion matrix image, `face-mask-classifier` with `@ champion`, and
+the run link of Prefect's training summary opening in the model-training view."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ pytestmark = pytest.mark.e2e
 
 EXPERIMENT = "face-mask"
 MODEL = "face-mask-classifier"
+# Where MLflow 3.17's UI keeps the view a person last chose (GenAI until they choose).
+FORGET_VIEW = ("Object.keys(localStorage).filter(k => k.startsWith('mlflow.workflowType'))"
+               ".forEach(k => localStorage.removeItem(k))")
 
 
 def mlflow_api(stack: Stack, method: str, path: str, **kwargs: Any) -> Any:
@@ -117,3 +121,43 @@ def test_model_page_shows_champion_alias(
     # No other version carries the alias.
     expect(page.get_by_role("row").filter(has_text="champion")).to_have_count(1)
     screenshot(page, "mlflow registered model with champion", docs="mlflow-model.png")
+
+
+def in_model_training_view(page: Any) -> None:
+    """The sidebar of the model-training view: the model registry, no GenAI evaluation runs."""
+    expect(page.get_by_role("link", name="Model registry")).to_be_visible()
+    expect(page.get_by_text("Evaluation runs", exact=True)).to_have_count(0)
+
+
+def test_the_training_summary_link_opens_the_run_in_the_model_training_view(
+    e2e_stack: Stack, on_demand_runs: list[dict[str, Any]], page: Any, screenshot: Shot
+) -> None:
+    exp = mlflow_api(e2e_stack, "GET", "experiments/get-by-name", params={"experiment_name": EXPERIMENT})
+    tags = {t["key"]: t["value"] for t in exp["experiment"].get("tags", [])}
+    assert tags.get("mlflow.experimentKind") == "custom_model_development", tags
+
+    # The link a person follows: the MLflow run in the flow run's training summary in Prefect.
+    first = on_demand_runs[0]
+    (summary,) = e2e_stack.api("POST", "/artifacts/filter", json={"artifacts": {
+        "key": {"any_": ["training-summary"]}, "flow_run_id": {"any_": [first["id"]]}}})
+    link = re.search(r"\]\((http[^)]+)\)", summary["data"])
+    assert link, summary["data"]
+    run_id = mlflow_run_of(e2e_stack, first)["info"]["run_id"]
+    assert link.group(1).startswith(f"{e2e_stack.mlflow_url}/#/experiments/"), link.group(1)
+    assert f"/runs/{run_id}?" in link.group(1) and link.group(1).endswith("workflowType=machine_learning")
+
+    # A browser that never chose a view: the bare run page opens in the GenAI view ...
+    page.goto(e2e_stack.mlflow_url)
+    page.evaluate(FORGET_VIEW)
+    page.goto("about:blank")
+    page.goto(link.group(1).split("?")[0])
+    dismiss_mlflow_assistant(page)
+    expect(page.get_by_text("Evaluation runs", exact=True)).to_be_visible()
+    # ... and the project's link in the model-training view, on the run's page.
+    page.goto("about:blank")
+    page.goto(link.group(1))
+    expect(page).to_have_url(re.compile(rf"/runs/{run_id}"))
+    dismiss_mlflow_assistant(page)
+    in_model_training_view(page)
+    expect(page.get_by_role("row").filter(has=page.get_by_text("test_accuracy", exact=True))).to_have_count(1)
+    screenshot(page, "mlflow run opened from the training summary link")

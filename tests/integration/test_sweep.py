@@ -1,9 +1,8 @@
 """The sweep: `maskcls sweep` trains a 2-point grid on the smoke profile through the
 Postgres-backed topology (two workers on the `maskcls` pool). One parent MLflow run with two
 nested children; the first point computes the data stages and the second finds them in
-the cache; the champion is the one the promotion rule leaves standing.
-
-The grid helpers are checked first, without servers.
+the cache; the champion is the one the promotion rule leaves standing. (The grid and the
+summary as data are unit-tested in tests/unit/maskcls/test_sweep_grid.py.)
 """
 
 from __future__ import annotations
@@ -22,8 +21,7 @@ import pytest
 
 import stack
 from maskcls.names import FLOW_NAME, SWEEP, SWEEP_FLOW_NAME, SWEEP_MEMBER
-from flows.sweep import DATA_STAGES, expand_grid, parse_grid, shared_stage, split_values
-from maskcls.config import ConfigError
+from maskcls.sweep import DATA_STAGE_NAMES
 from tests.support.data import copy_subset
 
 try:
@@ -37,35 +35,9 @@ REPO = Path(__file__).resolve().parents[2]
 REGISTERED_MODEL = "face-mask-classifier"
 PER_CLASS = 30
 RATES = ("1e-3", "3e-3")
-DATA_STAGE_NAMES = [name for name, _ in DATA_STAGES]
 
 
-# --------------------------------------------------------------------------- the grid, no servers
-
-
-def test_grid_options_parse_like_set_and_expand_to_every_combination() -> None:
-    grid = parse_grid(["train.learning_rate=1e-3,3e-4", "train.dense_units=32,64",
-                       "train.conv_filters=[8,8],[16,32]"])
-    assert grid == {"train.learning_rate": [0.001, 0.0003], "train.dense_units": [32, 64],
-                    "train.conv_filters": [[8, 8], [16, 32]]}
-    points = expand_grid(grid)
-    assert len(points) == 8
-    assert points[0] == {"train.learning_rate": 0.001, "train.dense_units": 32, "train.conv_filters": [8, 8]}
-    assert points[-1] == {"train.learning_rate": 0.0003, "train.dense_units": 64, "train.conv_filters": [16, 32]}
-    assert split_values(" a , [1,2] ,b") == ["a", "[1,2]", "b"]
-    for bad in (["train.learning_rate"], ["train.learning_rate=1e-3", "train.learning_rate=2e-3"],
-                ["train.learning_rate="]):
-        with pytest.raises(ConfigError):
-            parse_grid(bad)
-    with pytest.raises(ConfigError):
-        expand_grid({})
-
-
-def test_shared_stage_is_the_last_data_stage_no_grid_key_changes() -> None:
-    assert shared_stage(["train.learning_rate", "train.dense_units"]) == "augment"
-    assert shared_stage(["augment.shift"]) == "preprocess"
-    assert shared_stage(["preprocess.size"]) == "split"
-    assert shared_stage(["data.max_images"]) == "download"
+# --------------------------------------------------------------------------- no stack
 
 
 def test_cli_sweep_without_a_stack_says_what_to_start(tmp_path: Path) -> None:

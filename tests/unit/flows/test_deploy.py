@@ -26,7 +26,7 @@ def test_deploy_all_registers_every_deployment_in_names(monkeypatch: pytest.Monk
     calls: list[dict[str, Any]] = []
     pools: list[str] = []
     monkeypatch.setattr(deploy.flow, "from_source", lambda source, entrypoint: FakeFlow(calls, entrypoint))
-    monkeypatch.setattr(deploy, "ensure_work_pool", pools.append)
+    monkeypatch.setattr(deploy.prefect_api, "ensure_work_pool", pools.append)
     settings = deploy.DeploySettings.from_settings(Settings.from_env({
         "MASKCLS_WORK_POOL": "pool-x", "MASKCLS_DATA_SOURCE": "/data/x", "MASKCLS_RETRAIN_CRON": "0 1 * * *",
     }))
