@@ -22,12 +22,8 @@ import pytest
 import stack
 from maskcls.names import FLOW_NAME, SWEEP, SWEEP_FLOW_NAME, SWEEP_MEMBER
 from maskcls.sweep import DATA_STAGE_NAMES
+from tests.integration import pg_util
 from tests.support.data import copy_subset
-
-try:
-    from tests.integration import pg_util
-except ImportError:  # tests/ is not a package
-    import pg_util  # type: ignore[no-redef]
 
 pytestmark = pytest.mark.integration
 

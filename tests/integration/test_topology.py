@@ -20,12 +20,8 @@ import yaml
 
 import stack
 from maskcls.names import DEPLOYMENTS, FLOW_NAME, ON_DEMAND, POOL_NAME, SCHEDULED
+from tests.integration import pg_util
 from tests.support.data import copy_subset
-
-try:
-    from tests.integration import pg_util
-except ImportError:  # tests/ is not a package
-    import pg_util  # type: ignore[no-redef]
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from maskcls.stages import STAGE_NAMES, STAGES
-from tasks.codeversion import PROJECT_PACKAGES, PROJECT_ROOT, closure, module_file, stage_code_version
+from tasks.codeversion import (
+    PROJECT_PACKAGES,
+    PROJECT_ROOT,
+    closure,
+    module_file,
+    stage_code_version,
+)
+from tests.support.data import write_files
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +99,7 @@ def test_the_copy_has_the_same_versions_as_the_project(project) -> None:
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
+    return write_files(root, {rel: text.encode() for rel, text in files.items()})
 
 
 def test_the_walk_reads_lazy_relative_and_submodule_imports(tmp_path) -> None:
