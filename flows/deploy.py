@@ -9,8 +9,10 @@ Run by `python -m stack up` and by docker-compose's one-shot `deploy` service:
   (default weekly, "0 3 * * 0") in `MASKCLS_RETRAIN_TZ` (default UTC).
 - `train-face-mask/sweep-member`: one point of a sweep, no concurrency limit.
 - `sweep-face-mask/sweep`: a grid of training runs on the pool's workers.
+- `scan-photos/on-demand`: scan a folder's new photos, pressed from the UI.
+- `scan-photos/scan-inbox`: scan `MASKCLS_SCAN_INBOX` on the cron `MASKCLS_SCAN_CRON` (UTC).
 
-All four load their flow from this project directory (`flow.from_source` with a
+All of them load their flow from this project directory (`flow.from_source` with a
 local path: no image is built and nothing is pushed; the process worker runs it
 from the same path); all but sweep-member allow one run at a time, cancelling a
 new run while one runs. Re-running this script updates the deployments in place.
@@ -36,6 +38,9 @@ from maskcls.names import (
     FLOW_NAME,
     ON_DEMAND,
     POOL_ONLY_FLAG,
+    SCAN_FLOW_NAME,
+    SCAN_INBOX,
+    SCAN_ON_DEMAND,
     SCHEDULED,
     SWEEP,
     SWEEP_FLOW_NAME,
@@ -46,6 +51,7 @@ from tasks import prefect_api
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = "flows/train.py:train_flow"
 SWEEP_ENTRYPOINT = "flows/sweep.py:sweep_flow"
+SCAN_ENTRYPOINT = "flows/scan.py:scan_flow"
 TAGS = ["maskcls"]
 
 
@@ -58,17 +64,22 @@ class DeploySettings:
     data_source: str | None
     retrain_cron: str
     retrain_timezone: str
+    scan_inbox: Path
+    scan_cron: str
     project_root: Path = PROJECT_ROOT
     entrypoint: str = ENTRYPOINT
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeploySettings:
-        """MASKCLS_WORK_POOL, MASKCLS_DATA_SOURCE, MASKCLS_RETRAIN_CRON, MASKCLS_RETRAIN_TZ."""
+        """MASKCLS_WORK_POOL, MASKCLS_DATA_SOURCE, MASKCLS_RETRAIN_CRON, MASKCLS_RETRAIN_TZ,
+        MASKCLS_SCAN_INBOX, MASKCLS_SCAN_CRON."""
         return cls(
             pool=settings.work_pool,
             data_source=settings.data_source_given,
             retrain_cron=settings.retrain_cron,
             retrain_timezone=settings.retrain_tz,
+            scan_inbox=settings.inbox,
+            scan_cron=settings.scan_cron,
         )
 
     def default_parameters(self) -> dict[str, Any]:
@@ -143,6 +154,33 @@ def deploy_all(settings: DeploySettings) -> dict[tuple[str, str], UUID]:
                 "(`maskcls sweep` runs it from the CLI instead)."
             ),
             **common,
+        ),
+        **_scan_deployments(settings, common),
+    }
+
+
+def _scan_deployments(settings: DeploySettings, common: dict[str, Any]) -> dict[tuple[str, str], UUID]:
+    """scan-photos on demand (any folder) and on the inbox's schedule."""
+    scan_flow = flow.from_source(source=str(settings.project_root), entrypoint=SCAN_ENTRYPOINT)
+    return {
+        (SCAN_FLOW_NAME, SCAN_ON_DEMAND): scan_flow.deploy(
+            name=SCAN_ON_DEMAND,
+            description=(
+                "Find every face in the photos of a folder, label each with the scanner champion "
+                "(face-mask-scanner, or -3class with MASKCLS_SCANNER_CLASSES=3) and count the masked "
+                "share; photos this scanner version has scanned before are skipped. Results, annotated "
+                "photos and the share over time go to MLflow's face-mask-scans experiment."
+            ),
+            **{**common, "parameters": {}},
+        ),
+        (SCAN_FLOW_NAME, SCAN_INBOX): scan_flow.deploy(
+            name=SCAN_INBOX,
+            description=(
+                f"Scan the new photos of {settings.scan_inbox} on a schedule ({settings.scan_cron}, UTC). "
+                "An unchanged inbox scans nothing and says so; a new scanner champion rescans everything."
+            ),
+            schedule=Cron(settings.scan_cron, timezone="UTC"),
+            **{**common, "parameters": {"folder": str(settings.scan_inbox)}},
         ),
     }
 

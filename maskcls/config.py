@@ -277,6 +277,17 @@ class Settings(BaseSettings):
     work_pool: str = Field("maskcls", description="Work pool the deployments run on.")
     retrain_cron: str = Field("0 3 * * 0", description="Cron schedule of the scheduled-retrain deployment.")
     retrain_tz: str = Field("UTC", description="Time zone of MASKCLS_RETRAIN_CRON.")
+    # The scan flow (flows/scan.py) and its deployments.
+    scanner_classes: Literal[2, 3] = Field(
+        2, description="Scanner the scan flow uses: 2 = face-mask-scanner, 3 = face-mask-scanner-3class."
+    )
+    scan_inbox: Path | None = Field(
+        None, description="Folder the scan-inbox deployment scans (default: $MASKCLS_HOME/inbox)."
+    )
+    scan_cron: str = Field("0 * * * *", description="Cron schedule (UTC) of the scan-inbox deployment.")
+    scan_retention_days: float = Field(
+        30.0, ge=0, description="Scan runs older than this many days are deleted by the scan flow; 0 keeps all."
+    )
     # docker compose only: compose substitutes it; no Python code reads it.
     datasets_dir: Path = Field(
         Path("./data/datasets"), description="(compose only) Host folder mounted read-only at /datasets."
@@ -330,6 +341,11 @@ class Settings(BaseSettings):
     def pin_for(self, source: str) -> Path | None:
         """The pin a source is checked against: DEFAULT_PIN for the default download, else MASKCLS_PINS."""
         return DEFAULT_PIN if source == DEFAULT_SOURCE else self.pins.get(source)
+
+    @property
+    def inbox(self) -> Path:
+        """MASKCLS_SCAN_INBOX, or $MASKCLS_HOME/inbox."""
+        return self.scan_inbox.expanduser() if self.scan_inbox is not None else self.home / "inbox"
 
     @property
     def store_dir(self) -> Path:

@@ -1,4 +1,5 @@
-"""Names of the Prefect work pool, flows and deployments: plain data, imports nothing.
+"""Names of the Prefect work pool, flows and deployments (and the scan flow's MLflow names): plain
+data, imports nothing.
 
 flows/deploy.py registers exactly `DEPLOYMENTS`; the stack's `status` and `up`
 check that every one of them exists. Changing a name here changes both.
@@ -16,13 +17,23 @@ SCHEDULED = "scheduled-retrain"
 SWEEP_MEMBER = "sweep-member"
 SWEEP = "sweep"
 
+SCAN_FLOW_NAME = "scan-photos"
+SCAN_ON_DEMAND = "on-demand"
+SCAN_INBOX = "scan-inbox"
+
 #: Every deployment flows/deploy.py registers, as (flow name, deployment name).
 DEPLOYMENTS = (
     (FLOW_NAME, ON_DEMAND),
     (FLOW_NAME, SCHEDULED),
     (FLOW_NAME, SWEEP_MEMBER),
     (SWEEP_FLOW_NAME, SWEEP),
+    (SCAN_FLOW_NAME, SCAN_ON_DEMAND),
+    (SCAN_FLOW_NAME, SCAN_INBOX),
 )
+
+#: The scan flow's MLflow experiment, and the registered scanner per MASKCLS_SCANNER_CLASSES.
+SCAN_EXPERIMENT = "face-mask-scans"
+SCANNER_MODELS = {2: "face-mask-scanner", 3: "face-mask-scanner-3class"}
 
 #: flows/deploy.py's option that creates the work pool only (the stack runs it before workers start).
 POOL_ONLY_FLAG = "--pool-only"

@@ -62,6 +62,13 @@ class FaceResult:
     probability: float
     detector_score: float | None  # None when the whole image was classified
 
+    @classmethod
+    def from_dict(cls, face: dict[str, Any]) -> FaceResult:
+        """A face as the registered scanner returns it (one item of its `faces` JSON list)."""
+        score = face.get("detector_score")
+        return cls(int(face["x"]), int(face["y"]), int(face["w"]), int(face["h"]), str(face["label"]),
+                   float(face["probability"]), None if score is None else float(score))
+
 
 @dataclass
 class ImageResult:
@@ -315,14 +322,25 @@ class Scanner:
                 label, prob = next(answers)
                 p.result.faces.append(FaceResult(0, 0, width, height, label, float(prob), None))
                 p.result.whole_image = True
-            if images_dir is not None and p.result.annotated is not None:
-                target = images_dir / p.result.annotated
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if not cv2.imwrite(str(target), draw(p.image, p.result.faces, self.config.blur)):
-                    result.failed.append(Failure(p.result.name, f"cannot write the annotated copy {target}"))
-                    p.result.annotated = None
+            if images_dir is not None:
+                failure = write_annotated(images_dir, p.result, p.image, self.config.blur)
+                if failure is not None:
+                    result.failed.append(failure)
             result.images.append(p.result)
         pending.clear()
+
+
+def write_annotated(images_dir: Path, result: ImageResult, image: np.ndarray, blur: bool) -> Failure | None:
+    """Write ``result``'s annotated copy of ``image`` to ``images_dir / result.annotated`` (nothing when
+    that is None); a copy that cannot be written is a Failure and leaves ``annotated`` None."""
+    if result.annotated is None:
+        return None
+    target = images_dir / result.annotated
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if cv2.imwrite(str(target), draw(image, result.faces, blur)):
+        return None
+    result.annotated = None
+    return Failure(result.name, f"cannot write the annotated copy {target}")
 
 
 def write_csv(path: Path, result: ScanResult) -> None:

@@ -166,13 +166,14 @@ def git_commit() -> str:
 
 
 @translated()
-def create_run(client: MlflowClient, settings: Settings, run_name: str | None, tags: dict[str, str]) -> str:
-    """A new run in the project's experiment, tagged with what made it (commit) and where (host, pid).
+def create_run(client: MlflowClient, settings: Settings, run_name: str | None, tags: dict[str, str],
+               experiment: str = EXPERIMENT_NAME) -> str:
+    """A new run in ``experiment``, tagged with what made it (commit) and where (host, pid).
 
     ``host`` and ``pid`` are what ``tasks.recovery`` reads to fail the run if its process dies.
     """
     run = client.create_run(
-        experiment_id(client, settings),
+        experiment_id(client, settings, experiment),
         run_name=run_name,
         tags={"git_commit": git_commit(), "host": socket.gethostname(), "pid": str(os.getpid()), **tags},
     )
@@ -477,3 +478,49 @@ def registered_model_files(settings: Settings) -> set[str]:
             except (MlflowException, OSError):
                 continue
     return keep
+
+
+# --- used by the scan flow ---
+
+
+@translated()
+def scanner_champion(client: MlflowClient, name: str) -> str | None:
+    """The version number the scanner ``name``'s alias `champion` points to (None: no champion)."""
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION_ALIAS).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def load_scanner(settings: Settings, name: str, version: str) -> Any:
+    """Version ``version`` of the registered scanner ``name`` (by number: the alias may move meanwhile)."""
+    return load_model(settings, f"models:/{name}/{version}")
+
+
+@translated()
+def log_folder(client: MlflowClient, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
+    """Upload every file under ``folder`` (its layout kept) under ``artifact_path``."""
+    client.log_artifacts(run_id, str(folder), artifact_path)
+
+
+@translated()
+def run_metrics(client: MlflowClient, exp_id: str, limit: int) -> list[dict[str, Any]]:
+    """The latest ``limit`` runs of an experiment, newest first: run id, start time (ms) and metrics."""
+    runs = client.search_runs([exp_id], order_by=["attributes.start_time DESC"], max_results=limit)
+    return [{"run_id": r.info.run_id, "start_time": r.info.start_time, **r.data.metrics} for r in runs]
+
+
+@translated()
+def delete_runs_before(client: MlflowClient, exp_id: str, cutoff_ms: int) -> list[str]:
+    """Delete the experiment's runs started before ``cutoff_ms`` (epoch ms); their ids."""
+    deleted: list[str] = []
+    while True:
+        runs = client.search_runs([exp_id], filter_string=f"attributes.start_time < {cutoff_ms}",
+                                  max_results=500)
+        for run in runs:
+            client.delete_run(run.info.run_id)
+            deleted.append(run.info.run_id)
+        if len(runs) < 500:
+            return deleted
