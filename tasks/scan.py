@@ -106,11 +106,9 @@ def image_entries(folder: Path) -> tuple[list[FileEntry], list[dict[str, str]]]:
     return sorted(images, key=lambda e: e.rel), skipped
 
 
-@task(name="list-new-images", cache_policy=NO_CACHE)
-def list_new_images(folder: str, scanner: ScannerRef, scan_settings: dict[str, Any], settings: Settings,
-                    rescan: bool) -> Listing:
-    """Hash every image in ``folder``; those without a cached result for this scanner are new."""
-    root = Path(folder).expanduser()
+def find_new(root: Path, scanner: ScannerRef, scan_settings: Mapping[str, Any], settings: Settings,
+             rescan: bool = False) -> Listing:
+    """Hash every image below ``root``; those without a cached result for this scanner are new."""
     if not root.is_dir():
         raise FileNotFoundError(f"scan folder {root} does not exist or is not a folder")
     entries, skipped = image_entries(root)
@@ -120,9 +118,18 @@ def list_new_images(folder: str, scanner: ScannerRef, scan_settings: dict[str, A
         photo = Photo(path=str(entry.path), rel=entry.rel, sha256=digest,
                       key=result_key(digest, scanner, scan_settings))
         (cached if cache_file(settings, photo.key).exists() and not rescan else new).append(photo)
-    get_run_logger().info(f"{root}: {len(entries)} images, {len(new)} new for {scanner.name} "
-                          f"version {scanner.version}, {len(cached)} already scanned")
     return Listing(new=new, cached=cached, skipped=skipped)
+
+
+@task(name="list-new-images", cache_policy=NO_CACHE)
+def list_new_images(folder: str, scanner: ScannerRef, scan_settings: dict[str, Any], settings: Settings,
+                    rescan: bool) -> Listing:
+    """The folder's images this scanner version has not scanned yet (all of them with ``rescan``)."""
+    root = Path(folder).expanduser()
+    listing = find_new(root, scanner, scan_settings, settings, rescan)
+    get_run_logger().info(f"{root}: {len(listing.new) + len(listing.cached)} images, {len(listing.new)} new for "
+                          f"{scanner.name} version {scanner.version}, {len(listing.cached)} already scanned")
+    return listing
 
 
 _models: dict[tuple[str, str, str], Any] = {}
