@@ -12,7 +12,14 @@ from prefect import flow
 from maskcls.config import Settings
 from maskcls.names import SCAN_FLOW_NAME
 from tasks import tracking
-from tasks.scan import list_new_images, log_scan, open_scan, remember, scan_batch, summarise
+from tasks.scan import (
+    list_new_images,
+    log_scan,
+    open_scan,
+    remember,
+    scan_batch,
+    summarise,
+)
 
 
 @flow(name=SCAN_FLOW_NAME, log_prints=True)

@@ -14,11 +14,10 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlflow import MlflowClient
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -42,6 +41,7 @@ from maskcls.scan import (
     write_summary,
 )
 from maskcls.store import atomic_write_bytes
+from mlflow import MlflowClient
 from tasks import tracking
 
 CACHE_DIR = "scan-cache"
@@ -240,7 +240,7 @@ def scan_metrics(summary: Mapping[str, Any], listing: Listing) -> dict[str, floa
 
 def share_over_time(runs: Sequence[Mapping[str, Any]]) -> list[tuple[datetime, float, float, float]]:
     """(start, masked_share, low, high) of the runs that found faces, oldest first."""
-    points = [(datetime.fromtimestamp(r["start_time"] / 1000, tz=timezone.utc), r["masked_share"],
+    points = [(datetime.fromtimestamp(r["start_time"] / 1000, tz=UTC), r["masked_share"],
                r.get("masked_share_low", r["masked_share"]), r.get("masked_share_high", r["masked_share"]))
               for r in runs if r.get("masked_share") is not None]
     return sorted(points)

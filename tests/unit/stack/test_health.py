@@ -96,4 +96,5 @@ def test_pool_worker_and_deployment_checks(fake_server: FakeServer) -> None:
     assert deployment_exists(api, "train-face-mask", "on-demand")
     assert missing_deployments(api) == [
         "train-face-mask/scheduled-retrain", "train-face-mask/sweep-member", "sweep-face-mask/sweep",
+        "scan-photos/on-demand", "scan-photos/scan-inbox",
     ]

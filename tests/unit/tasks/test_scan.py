@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -139,8 +139,8 @@ def test_share_over_time_keeps_runs_with_faces_oldest_first(tmp_path: Path) -> N
         {"run_id": "a", "start_time": 1_000, "masked_share": 1.0, "masked_share_low": 0.6, "masked_share_high": 1.0},
     ]
     points = scan.share_over_time(runs)
-    assert points == [(datetime.fromtimestamp(1, tz=timezone.utc), 1.0, 0.6, 1.0),
-                      (datetime.fromtimestamp(3, tz=timezone.utc), 0.5, 0.2, 0.8)]
+    assert points == [(datetime.fromtimestamp(1, tz=UTC), 1.0, 0.6, 1.0),
+                      (datetime.fromtimestamp(3, tz=UTC), 0.5, 0.2, 0.8)]
     scan.plot_share_over_time(points, tmp_path / "over.png")
     scan.plot_share_over_time([], tmp_path / "empty.png")
     assert cv2.imread(str(tmp_path / "over.png")) is not None and cv2.imread(str(tmp_path / "empty.png")) is not None
