@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 ARGS ?=
 
-.PHONY: venv run test test-unit test-integration bench lock up down status clean predict
+.PHONY: venv run test test-unit test-integration bench lock up down status clean predict serve
 
 venv: $(STAMP)
 
@@ -50,6 +50,14 @@ bench: $(STAMP)
 ## Re-resolve the lock file from pyproject.toml
 lock:
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+## Serve the scanning model's champion over HTTP on 127.0.0.1:$MASKCLS_SERVE_PORT (POST /invocations)
+# The port and the registry come from Settings (MASKCLS_SERVE_PORT, validated; MLFLOW_TRACKING_URI or
+# the SQLite store under MASKCLS_HOME), as for every other command.
+serve: $(STAMP)
+	@set -- $$($(BIN)/python -c 'from maskcls.config import Settings; s = Settings.from_env(); print(s.tracking_uri, s.serve_port)') && [ $$# -eq 2 ] && \
+	  MLFLOW_TRACKING_URI=$$1 exec $(BIN)/mlflow models serve -m models:/face-mask-scanner@champion \
+	    --env-manager local -h 127.0.0.1 -p $$2
 
 up: $(STAMP)
 	$(BIN)/python -m stack up

@@ -147,10 +147,11 @@ def report(model: str | None) -> dict[str, Any]:
 def _classifier(model: str | None) -> tuple[Any, list[str], bool]:
     if model:
         try:
-            from flows.scan_cli import load_classifier
+            from maskcls.config import Settings
+            from tasks import tracking
 
-            classify, classes = load_classifier(model)
-            return classify, classes, True
+            scanning = tracking.load_scanner(Settings.from_env(), model)
+            return scanning.scanner(ScanConfig()).classify, list(scanning.classifier.classes), True
         except Exception as exc:  # noqa: BLE001 - fall back to detection only, and say why
             log(f"cannot load {model} ({exc.__class__.__name__}: {exc}); detection only")
     return (lambda crops: [("face", 1.0)] * len(crops)), [], False
@@ -159,8 +160,8 @@ def _classifier(model: str | None) -> tuple[Any, list[str], bool]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tune", action="store_true", help="choose detector settings on the tune photos")
-    parser.add_argument("--model", default="models:/face-mask-classifier@champion",
-                        help="classifier URI ('' for detection only)")
+    parser.add_argument("--model", default="models:/face-mask-scanner@champion",
+                        help="scanning model URI (its classifier labels the faces; '' for detection only)")
     args = parser.parse_args()
     print(json.dumps(tune() if args.tune else report(args.model or None), indent=2))
 

@@ -6,7 +6,6 @@ Mounted on the main app by ``app.command("scan")(scan_cli.scan)``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -14,46 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from maskcls.scan import Classify
-
-DEFAULT_MODEL = "models:/face-mask-classifier@champion"
+DEFAULT_MODEL = "models:/face-mask-scanner@champion"
 err = Console(stderr=True)
-
-
-def load_classifier(uri: str) -> tuple[Classify, list[str]]:
-    """The registered classifier as a ``Classify`` callable, and its classes.
-
-    Kept in this one function until the registry scanner pyfunc moves loading into the
-    tracking boundary (tasks.tracking).
-    """
-    import mlflow
-    import pandas as pd
-
-    from maskcls.config import Settings
-    from tasks import tracking
-
-    tracking.configure(Settings.from_env())
-    model = mlflow.pyfunc.load_model(uri)
-
-    def classify(images: Sequence[bytes]) -> list[tuple[str, float]]:
-        out = model.predict(pd.DataFrame({"image": list(images)}))
-        return [(str(label), float(p)) for label, p in zip(out["label"], out["probability"])]
-
-    return classify, _classes(model)
-
-
-def _classes(model: Any) -> list[str]:
-    """The classes the pyfunc was trained on (its settings file), or the two of the shared data."""
-    try:
-        settings = model.unwrap_python_model().classifier.classes
-        return [str(c) for c in settings]
-    except Exception:  # noqa: BLE001 - older versions do not expose them; counts still list what was seen
-        return ["with_mask", "without_mask"]
 
 
 def scan(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="Photos, videos or folders of them")] = None,
-    model: Annotated[str, typer.Option(help="MLflow model URI of the classifier")] = DEFAULT_MODEL,
+    model: Annotated[str, typer.Option(help="MLflow model URI of the scanning model (face detector + "
+                                       "classifier)")] = DEFAULT_MODEL,
     out: Annotated[Path, typer.Option(help="Folder for scan.csv, summary.json and annotated copies")] = Path("scans"),
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
     blur: Annotated[bool, typer.Option("--blur", help="Blur every face in the annotated copies")] = False,
@@ -68,7 +35,9 @@ def scan(
     """Find every face, label it with the classifier, count how many wear masks (exit 1 if an input failed)."""
     from pydantic import ValidationError
 
-    from maskcls.scan import ScanConfig, Scanner, write_csv, write_summary
+    from maskcls.config import Settings
+    from maskcls.scan import ScanConfig, write_csv, write_summary
+    from tasks import tracking
 
     if not paths and evaluate is None:
         err.print("[bold red]error:[/] give photos, videos or folders to scan (or --evaluate DIR)")
@@ -78,13 +47,11 @@ def scan(
     except ValidationError as exc:
         err.print(f"[bold red]error:[/] {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
         raise typer.Exit(2) from None
-    try:
-        classify, classes = load_classifier(model)
-    except Exception as exc:  # noqa: BLE001 - one readable line; the cause is in the message
-        err.print(f"[bold red]error:[/] cannot load model {model}: {exc.__class__.__name__}: {exc}",
-                  soft_wrap=True)
-        raise typer.Exit(1) from None
-    scanner = Scanner(classify, config)
+    # The loaded scanning model's own detector and classifier scan, with this command's settings
+    # (--whole-image, --every, --blur); a TrackingError names the model and the server.
+    scanning_model = tracking.load_scanner(Settings.from_env(), model)
+    scanner = scanning_model.scanner(config)
+    classes = list(scanning_model.classifier.classes)
     if evaluate is not None:
         from maskcls.scenes import evaluate as evaluate_scenes
 

@@ -262,6 +262,7 @@ class Settings(BaseSettings):
     bind_host: str = Field("127.0.0.1", description="Address the stack's servers listen on.")
     prefect_port: int = Field(4200, ge=1, le=65535, description="Port of the Prefect server and UI.")
     mlflow_port: int = Field(5000, ge=1, le=65535, description="Port of the MLflow server and UI.")
+    serve_port: int = Field(5001, ge=1, le=65535, description="Port `make serve` serves the scanning model on.")
     workers: int = Field(2, ge=0, description="Prefect workers the stack starts.")
     worker_limit: int = Field(1, ge=0, description="Flow runs at once per worker; 0 means no limit.")
     mlflow_workers: int = Field(1, ge=1, description="Processes of the MLflow server.")

@@ -300,6 +300,13 @@ class Scanner:
         self._finish(pending, result, images_dir)
         return result
 
+    def scan_arrays(self, images: Sequence[np.ndarray]) -> list[ImageResult]:
+        """Faces and labels of decoded BGR photos, one result each in order (no files read or written)."""
+        result = ScanResult()
+        self._finish([_Pending(ImageResult(str(k), None, None), image, self.detector.detect(image))
+                      for k, image in enumerate(images)], result, None)
+        return result.images
+
     def _finish(self, pending: list[_Pending], result: ScanResult, images_dir: Path | None) -> None:
         """Classify the faces of the pending images in one call, record them, write their copies."""
         crops: list[bytes] = []

@@ -36,7 +36,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("augment", "tasks.augment", ("augment",), data=True),
     Stage("train", "tasks.train", ("train",), data=False),
     Stage("evaluate", "tasks.evaluate", (), data=False),
-    Stage("register", "tasks.register", (), data=False, loaded_by_path=("tasks.pyfunc_model",)),
+    Stage("register", "tasks.register", (), data=False,
+          loaded_by_path=("tasks.pyfunc_model", "tasks.scanner_model")),
 )
 
 #: The stage names in pipeline order.

@@ -1,5 +1,9 @@
 """Register a trained model as a new version and move `champion` only if it is better.
 
+Whenever the classifier's champion is not the one the scanning model's champion bundles (it
+just moved, or an earlier scanner registration failed), a new scanner version is built
+from the champion and becomes the scanner's champion, under the same lock.
+
 Both the candidate and the current champion are scored on the same test images, the
 ones neither of them trained or validated on; ``maskcls.promotion.decide`` says whether the
 candidate wins. The scoring and the compare-and-set run under the `promotion` lock under
@@ -51,6 +55,24 @@ def _compare(client: MlflowClient, candidate: Classifier, test_side: SideArrays,
     return promotion.decide(scores, min_delta)
 
 
+def _sync_scanner(client: MlflowClient, run_id: str, classes: list[str], log: Logger | LoggerAdapter) -> dict[str, str]:
+    """Register a scanner for the classifier champion unless its champion already bundles it;
+    the run's tags saying what happened (a failure is logged, and healed by the next register)."""
+    current = tracking.champion(client)
+    name = tracking.scanner_model_name(classes)
+    try:
+        if current is None or tracking.scanner_wraps(client, name) == str(current.version):
+            return {}
+        version = tracking.register_scanner(client, run_id, str(current.version), classes)
+    except Exception as exc:  # noqa: BLE001 - the classifier's promotion stands; the scanner lags
+        log.error(f"could not register {name} for {REGISTERED_MODEL_NAME} version {current.version}: "
+                  f"{exc.__class__.__name__}: {exc}")
+        return {"scanner_error": f"{exc.__class__.__name__}: {exc}"[:4000]}
+    log.info(f"registered {name} version {version} (bundles {REGISTERED_MODEL_NAME} version {current.version}) "
+             "as its champion")
+    return {"scanner_version": version}
+
+
 def register_and_promote(model: ModelRecord, evaluation: EvalRecord, arrays: ArraysRecord, config: PipelineConfig, settings: Settings,
                          run_id: str, log: Logger | LoggerAdapter) -> RegisterRecord:
     """Log the pyfunc into ``run_id``, register it as a new version, and promote it if the rule says so."""
@@ -91,6 +113,7 @@ def register_and_promote(model: ModelRecord, evaluation: EvalRecord, arrays: Arr
             decision = promotion.failed(f"{exc.__class__.__name__}: {exc}")
         tracking.tag_version(client, version, {"promotion": decision.outcome,
                                                "promotion_reason": decision.reason[:4000]})
-    tracking.set_tags(client, run_id, {"promotion": decision.outcome, "model_version": version})
+        scanner_tags = _sync_scanner(client, run_id, classes, log)
+    tracking.set_tags(client, run_id, {"promotion": decision.outcome, "model_version": version, **scanner_tags})
     log.info(f"version {version}: {decision.outcome} ({decision.reason})")
     return RegisterRecord(version=version, promotion=decision.outcome, reason=decision.reason, model_uri=model_uri)

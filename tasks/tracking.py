@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,11 @@ from maskcls.errors import TrackingError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+SCANNER_CODE = Path(__file__).with_name("scanner_model.py")
+#: The scanning model of the two-class classifier; another class set gets its own name.
+SCANNER_MODEL_NAME = "face-mask-scanner"
+#: The scanner version's tag naming the classifier version it bundles.
+WRAPS_TAG = "classifier_version"
 #: The experiment tag with which MLflow's UI tells model-training experiments
 #: (`custom_model_development`) from GenAI ones (`genai_development`).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -325,6 +330,28 @@ def pip_requirements() -> list[str]:
     return out
 
 
+def _log_code_model(run_id: str, name: str, code: Path, artifacts: dict[str, str], signature: Any,
+                    input_example: Any = None) -> tuple[str, str]:
+    """Log the models-from-code file ``code`` with the maskcls package and ``artifacts`` into
+    ``run_id`` as model ``name``; returns its model URI and model id."""
+    # Not `with mlflow.start_run(...)`: leaving that block ends the run FINISHED, so a process
+    # killed later in the flow would leave a run that looks finished. The flow ends the run.
+    mlflow.start_run(run_id=run_id)
+    try:
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(code),
+            artifacts=artifacts,
+            code_paths=[str(PROJECT_ROOT / "maskcls")],
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=pip_requirements(),
+        )
+    finally:
+        mlflow.end_run("RUNNING")
+    return info.model_uri, info.model_id
+
+
 @translated()
 def log_pyfunc(run_id: str, keras_path: Path, settings_path: Path, example_image: bytes) -> tuple[str, str]:
     """Log the model as code (no pickle) into ``run_id``; returns its model URI and model id."""
@@ -342,22 +369,9 @@ def log_pyfunc(run_id: str, keras_path: Path, settings_path: Path, example_image
         model_file.write_bytes(Path(keras_path).read_bytes())
         settings_file = Path(tmp) / "preprocessing.json"
         settings_file.write_text(Path(settings_path).read_text())
-        # Not `with mlflow.start_run(...)`: leaving that block ends the run FINISHED, so a process
-        # killed later in the flow would leave a run that looks finished. The flow ends the run.
-        mlflow.start_run(run_id=run_id)
-        try:
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(PYFUNC_CODE),
-                artifacts={"keras_model": str(model_file), "settings": str(settings_file)},
-                code_paths=[str(PROJECT_ROOT / "maskcls")],
-                signature=signature,
-                input_example=pd.DataFrame({"image": [example_image]}),
-                pip_requirements=pip_requirements(),
-            )
-        finally:
-            mlflow.end_run("RUNNING")
-    return info.model_uri, info.model_id
+        return _log_code_model(run_id, "model", PYFUNC_CODE,
+                               {"keras_model": str(model_file), "settings": str(settings_file)},
+                               signature, pd.DataFrame({"image": [example_image]}))
 
 
 def champion(client: MlflowClient) -> ModelVersion | None:
@@ -420,6 +434,74 @@ def tag_version(client: MlflowClient, version: str, tags: dict[str, str]) -> Non
         client.set_model_version_tag(REGISTERED_MODEL_NAME, version, key, value)
 
 
+# --- the scanning model (tasks.promotion) ----------------------------------------------
+
+
+def scanner_model_name(classes: Sequence[str]) -> str:
+    """`face-mask-scanner` for the two-class classifier, `face-mask-scanner-<n>class` for another."""
+    return SCANNER_MODEL_NAME if len(classes) == 2 else f"{SCANNER_MODEL_NAME}-{len(classes)}class"
+
+
+def scanner_signature(classes: Sequence[str]) -> Any:
+    """Input: column `image` of encoded bytes (binary, so the scoring server base64-decodes JSON
+    strings); output: `faces` (JSON), `count_<class>`, `error`; param `whole_image`."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("binary", "image")]),
+        outputs=Schema([ColSpec("string", "faces"), *(ColSpec("long", f"count_{c}") for c in classes),
+                        ColSpec("string", "error")]),
+        params=ParamSchema([ParamSpec("whole_image", "boolean", False)]),
+    )
+
+
+@translated()
+def scanner_wraps(client: MlflowClient, name: str) -> str | None:
+    """The classifier version that scanner ``name``'s champion bundles (None: no scanner champion)."""
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return None
+    if CHAMPION_ALIAS not in aliases:
+        return None
+    return client.get_model_version(name, aliases[CHAMPION_ALIAS]).tags.get(WRAPS_TAG)
+
+
+@translated()
+def register_scanner(client: MlflowClient, run_id: str, classifier_version: str, classes: Sequence[str]) -> str:
+    """Register a scanner version bundling classifier version ``classifier_version``'s own files and
+    the face detector, logged into ``run_id``; make it the scanner's champion. Returns its version."""
+    from maskcls.detect import MODEL_PATH
+
+    name = scanner_model_name(classes)
+    with tempfile.TemporaryDirectory() as tmp:
+        # The version's own model folder: its artifacts are the files its pyfunc loads.
+        local = Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{REGISTERED_MODEL_NAME}/{classifier_version}", dst_path=tmp))
+        artifacts = {"keras_model": str(local / "artifacts" / "model.keras"),
+                     "settings": str(local / "artifacts" / "preprocessing.json"),
+                     "detector": str(MODEL_PATH)}
+        model_uri, model_id = _log_code_model(run_id, "scanner", SCANNER_CODE, artifacts, scanner_signature(classes))
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        try:
+            client.create_registered_model(
+                name, description="Faces in photos, each labelled by the face-mask classifier. Input: DataFrame "
+                "column `image` of encoded image bytes (base64 in JSON). Output per image: `faces` (JSON list "
+                "of {x, y, w, h, label, probability, detector_score}), `count_<class>`, `error`.")
+        except MlflowException:
+            pass  # created concurrently
+    version = client.create_model_version(name, source=model_uri, run_id=run_id, model_id=model_id,
+                                          tags={WRAPS_TAG: classifier_version,
+                                                "classifier_model": REGISTERED_MODEL_NAME})
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version.version))
+    return str(version.version)
+
+
 # --- used by the training stages ---
 
 
@@ -457,6 +539,16 @@ def load_model(settings: Settings, uri: str) -> Any:
         return mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         raise TrackingError(f"cannot load model {uri} from {settings.tracking_uri}: {_said(exc)}") from exc
+
+
+def load_scanner(settings: Settings, uri: str) -> Any:
+    """The scanning model at ``uri`` as its Python object: ``.scanner(config)`` builds a
+    ``maskcls.scan.Scanner`` from its bundled detector and classifier, ``.classifier.classes``."""
+    python_model = load_model(settings, uri).unwrap_python_model()
+    if not callable(getattr(python_model, "scanner", None)):
+        raise TrackingError(f"model {uri} is not a scanning model (it bundles no face detector): give a "
+                            f"{SCANNER_MODEL_NAME} version, e.g. models:/{SCANNER_MODEL_NAME}@{CHAMPION_ALIAS}")
+    return python_model
 
 
 def registered_model_files(settings: Settings) -> set[str]:

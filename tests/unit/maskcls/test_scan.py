@@ -12,7 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
+from maskcls.config import PreprocessConfig
 from maskcls.detect import DetectConfig, Face, FaceDetector
+from maskcls.inference import Classifier
 from maskcls.scan import (
     CSV_COLUMNS,
     ScanConfig,
@@ -241,8 +243,20 @@ def test_scan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
     from flows import scan_cli
+    from tasks import tracking
 
-    monkeypatch.setattr(scan_cli, "load_classifier", lambda uri: (FakeClassifier(), ["with_mask", "without_mask"]))
+    class ScanningModel:
+        """What tracking.load_scanner returns: builds a Scanner with the command's settings."""
+
+        classifier = Classifier(None, PreprocessConfig(), ["with_mask", "without_mask"])
+        configs: list[ScanConfig] = []
+
+        def scanner(self, config: ScanConfig) -> Scanner:
+            self.configs.append(config)
+            return Scanner(FakeClassifier(), config)
+
+    loaded: list[str] = []
+    monkeypatch.setattr(tracking, "load_scanner", lambda settings, uri: loaded.append(uri) or ScanningModel())
     app = typer.Typer()
     app.command("scan")(scan_cli.scan)  # how the coordinator mounts it on the main app
     app.command("other")(lambda: None)  # a multi-command app, so "scan" is a sub-command name
@@ -254,6 +268,7 @@ def test_scan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert json.loads(ok.stdout)["count_with_mask"] == 2
     assert (out / "images" / "in" / "crowd.jpg").is_file() and (out / "scan.csv").is_file()
     assert json.loads((out / "summary.json").read_text())["faces"] == 3
+    assert loaded == ["models:/face-mask-scanner@champion"] and not ScanningModel.configs[0].whole_image
 
     (root / "zero.jpg").write_bytes(b"")
     bad = CliRunner().invoke(app, ["scan", str(root), "--out", str(tmp_path / "out2"), "--no-images"])

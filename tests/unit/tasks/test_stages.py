@@ -62,7 +62,8 @@ def test_every_stage_has_a_task_module() -> None:
     assert {s.module for s in STAGES} == set(TASK_MODULES)
 
 
-def test_the_file_loaded_by_path_is_the_models_from_code_file() -> None:
-    # tracking.log_pyfunc hands MLflow this file by path: the registry must name it.
-    assert stage("register").loaded_by_path == ("tasks.pyfunc_model",)
+def test_the_files_loaded_by_path_are_the_models_from_code_files() -> None:
+    # tracking.log_pyfunc and tracking.register_scanner hand MLflow these files by path: the registry must name them.
+    assert stage("register").loaded_by_path == ("tasks.pyfunc_model", "tasks.scanner_model")
     assert module_file("tasks.pyfunc_model") == tracking.PYFUNC_CODE
+    assert module_file("tasks.scanner_model") == tracking.SCANNER_CODE
