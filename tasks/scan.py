@@ -136,10 +136,11 @@ _models: dict[tuple[str, str, str], Any] = {}
 
 
 def _model(settings: Settings, scanner: ScannerRef) -> Any:
-    """The scanner's pyfunc, loaded once per process (a version's files never change)."""
+    """The scanner's pyfunc, loaded once per process (a version's files never change), by version
+    number: the alias may move while the run goes on."""
     key = (settings.tracking_uri, scanner.name, scanner.version)
     if key not in _models:
-        _models[key] = tracking.load_scanner(settings, scanner.name, scanner.version)
+        _models[key] = tracking.load_model(settings, f"models:/{scanner.name}/{scanner.version}")
     return _models[key]
 
 
@@ -169,8 +170,12 @@ def scan_batch(photos: list[Photo], scanner: ScannerRef, scan_settings: dict[str
     # Settings go to the scanner as MLflow params only when one is set (all off: its defaults).
     out = model.predict(frame, params=scan_settings) if any(scan_settings.values()) else model.predict(frame)
     classes = sorted(c.removeprefix("count_") for c in out.columns if c.startswith("count_"))
-    for i, faces in zip(good, out["faces"]):
+    errors = out["error"] if "error" in out.columns else [""] * len(good)
+    for i, faces, error in zip(good, out["faces"], errors, strict=True):
         scanned = results[i]
+        if error:  # the scanner could not read what OpenCV decoded here
+            scanned.failed = str(error)
+            continue
         scanned.faces, scanned.classes = json.loads(faces), classes
         if images_dir is not None:
             image = image_result(scanned, annotated=True)
@@ -301,7 +306,7 @@ def log_scan(settings: Settings, run_id: str, scanner: ScannerRef, listing: List
     deleted: list[str] = []
     if settings.scan_retention_days > 0:
         cutoff_ms = int((time.time() - settings.scan_retention_days * 86400) * 1000)
-        deleted = tracking.delete_runs_before(client, exp_id, cutoff_ms)
+        deleted = tracking.delete_runs_before(client, exp_id, cutoff_ms, keep=run_id)
         if deleted:
             logger.info(f"retention ({settings.scan_retention_days:g} days): deleted {len(deleted)} scan runs")
     return deleted

@@ -586,11 +586,6 @@ def scanner_champion(client: MlflowClient, name: str) -> str | None:
         raise
 
 
-def load_scanner(settings: Settings, name: str, version: str) -> Any:
-    """Version ``version`` of the registered scanner ``name`` (by number: the alias may move meanwhile)."""
-    return load_model(settings, f"models:/{name}/{version}")
-
-
 @translated()
 def log_folder(client: MlflowClient, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
     """Upload every file under ``folder`` (its layout kept) under ``artifact_path``."""
@@ -605,14 +600,14 @@ def run_metrics(client: MlflowClient, exp_id: str, limit: int) -> list[dict[str,
 
 
 @translated()
-def delete_runs_before(client: MlflowClient, exp_id: str, cutoff_ms: int) -> list[str]:
-    """Delete the experiment's runs started before ``cutoff_ms`` (epoch ms); their ids."""
+def delete_runs_before(client: MlflowClient, exp_id: str, cutoff_ms: int, keep: str) -> list[str]:
+    """Delete the experiment's runs started before ``cutoff_ms`` (epoch ms) but run ``keep``; their ids."""
     deleted: list[str] = []
     while True:
-        runs = client.search_runs([exp_id], filter_string=f"attributes.start_time < {cutoff_ms}",
-                                  max_results=500)
-        for run in runs:
-            client.delete_run(run.info.run_id)
-            deleted.append(run.info.run_id)
-        if len(runs) < 500:
+        page = client.search_runs([exp_id], filter_string=f"attributes.start_time < {cutoff_ms}", max_results=500)
+        for run in page:
+            if run.info.run_id != keep:
+                client.delete_run(run.info.run_id)
+                deleted.append(run.info.run_id)
+        if len(page) < 500:  # else a full page: deleted runs leave the search, so look again
             return deleted

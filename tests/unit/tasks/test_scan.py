@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from maskcls.config import Settings
-from tasks import scan
+from maskcls.names import SCANNER_MODELS
+from tasks import scan, tracking
 from tasks.scan import Listing, ScannerRef
 
 V1 = ScannerRef(name="face-mask-scanner", version="1")
@@ -41,6 +42,10 @@ def test_the_key_is_content_scanner_version_and_settings() -> None:
         scan.result_key("a" * 64, ScannerRef(name="face-mask-scanner-3class", version="1"), {"whole_image": False}),
         scan.result_key("a" * 64, V1, {"whole_image": True}),
     }) == 5
+
+
+def test_the_scanner_names_are_the_ones_registration_uses() -> None:
+    assert all(name == tracking.scanner_model_name([f"c{i}" for i in range(n)]) for n, name in SCANNER_MODELS.items())
 
 
 def test_listing_takes_regular_image_files_only(tmp_path: Path) -> None:
@@ -94,7 +99,7 @@ class FakeScanner:
         self.calls.append(len(frame))
         face = {"x": 5, "y": 5, "w": 20, "h": 20, "label": "with_mask", "probability": 0.9, "detector_score": 0.8}
         return pd.DataFrame({"faces": [json.dumps([face])] * len(frame), "count_with_mask": [1] * len(frame),
-                             "count_without_mask": [0] * len(frame)})
+                             "count_without_mask": [0] * len(frame), "error": [""] * len(frame)})
 
 
 def test_a_batch_scans_the_good_photos_in_one_call_and_a_bad_one_fails_alone(
