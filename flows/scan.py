@@ -51,7 +51,7 @@ def scan_flow(
             batches = [listing.new[i:i + batch_size] for i in range(0, len(listing.new), batch_size)]
             scanned = [s for batch in batches
                        for s in scan_batch(batch, scanner, scan_settings, settings, out / "images", blur)]
-            summary = summarise(scanned, out)
+            summary = summarise(scanned, listing, out)
             deleted = log_scan(settings, run_id, scanner, listing, summary, scanned, out)
             remember(scanned, settings)
         ok = True

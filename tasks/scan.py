@@ -25,7 +25,7 @@ from prefect.context import get_run_context
 from pydantic import BaseModel
 
 from maskcls.config import CHAMPION_ALIAS, Settings
-from maskcls.errors import TrackingError
+from maskcls.errors import ConfigError, TrackingError
 from maskcls.files import FileEntry, is_image_name, read_regular, sha256_file, walk
 from maskcls.names import SCAN_EXPERIMENT, SCANNER_MODELS
 from maskcls.preprocess import DecodeError
@@ -109,8 +109,11 @@ def image_entries(folder: Path) -> tuple[list[FileEntry], list[dict[str, str]]]:
 def find_new(root: Path, scanner: ScannerRef, scan_settings: Mapping[str, Any], settings: Settings,
              rescan: bool = False) -> Listing:
     """Hash every image below ``root``; those without a cached result for this scanner are new."""
+    if root == settings.inbox:
+        root.mkdir(parents=True, exist_ok=True)  # the inbox is ours: a fresh stack's schedule finds it empty
     if not root.is_dir():
-        raise FileNotFoundError(f"scan folder {root} does not exist or is not a folder")
+        raise ConfigError(f"scan folder {root} does not exist or is not a folder: give an existing folder "
+                          f"(or leave it empty for the inbox, MASKCLS_SCAN_INBOX={settings.inbox}).")
     entries, skipped = image_entries(root)
     new, cached = [], []
     for entry in entries:
@@ -219,10 +222,12 @@ def image_result(scanned: Scanned, annotated: bool = False) -> ImageResult:
 
 
 @task(name="summarise-scan", cache_policy=NO_CACHE)
-def summarise(scanned: list[Scanned], out_dir: Path) -> dict[str, Any]:
-    """scan.csv and summary.json of this run's images (``scanned``) under ``out_dir``; the summary."""
+def summarise(scanned: list[Scanned], listing: Listing, out_dir: Path) -> dict[str, Any]:
+    """scan.csv and summary.json of this run's images (``scanned``) under ``out_dir``; the summary.
+    Its failures: the photos that could not be scanned and the folder's entries that are not read."""
     result = ScanResult(images=[image_result(s) for s in scanned if s.failed is None],
-                        failed=[Failure(s.photo.rel, s.failed) for s in scanned if s.failed is not None])
+                        failed=[*(Failure(s.photo.rel, s.failed) for s in scanned if s.failed is not None),
+                                *(Failure(s["input"], s["reason"]) for s in listing.skipped)])
     classes = sorted({c for s in scanned for c in s.classes})
     summary = result.summary(classes)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -286,15 +291,16 @@ def log_scan(settings: Settings, run_id: str, scanner: ScannerRef, listing: List
     tracking.log_metrics(client, run_id, scan_metrics(summary, listing))
     tracking.set_tags(client, run_id, {"scanner": scanner.name, "scanner_version": scanner.version,
                                        "nothing_new": str(not listing.new).lower()})
-    tracking.log_json(client, run_id, {**summary, "skipped": listing.skipped}, "summary.json")
-    tracking.log_file(client, run_id, out_dir / "scan.csv", "scan.csv")
+    for name in ("summary.json", "scan.csv"):
+        tracking.log_file(client, run_id, out_dir / name, name)
     if (out_dir / "images").is_dir():
         tracking.log_folder(client, run_id, out_dir / "images", "images")
     plot = out_dir / "masked_share_over_time.png"
     plot_share_over_time(share_over_time(tracking.run_metrics(client, exp_id, OVER_TIME_RUNS)), plot)
     tracking.log_file(client, run_id, plot, plot.name)
+    classes = sorted({c for s in scanned for c in s.classes})
     rows = [{"photo": s.photo.rel, "faces": len(s.faces),
-             **{f"count_{c}": sum(f["label"] == c for f in s.faces) for c in s.classes},
+             **{f"count_{c}": sum(f["label"] == c for f in s.faces) for c in classes},
              "failed": s.failed or ""} for s in scanned]
     link = tracking.run_url(settings, exp_id, run_id)
     create_table_artifact(table=rows or [{"photo": "(nothing new)", "faces": 0, "failed": ""}], key="scan-photos",

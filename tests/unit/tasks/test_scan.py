@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from maskcls.config import Settings
+from maskcls.errors import ConfigError
 from maskcls.names import SCANNER_MODELS
 from tasks import scan, tracking
 from tasks.scan import Listing, ScannerRef
@@ -83,9 +84,11 @@ def test_an_image_is_new_until_its_result_is_remembered_and_again_for_a_new_vers
     assert len(scan.find_new(root, ScannerRef(name=V1.name, version="2"), {}, settings).new) == 3
 
 
-def test_a_missing_folder_is_an_error_naming_it(tmp_path: Path, settings: Settings) -> None:
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+def test_a_missing_folder_is_an_error_naming_it_but_the_inbox_is_made(tmp_path: Path, settings: Settings) -> None:
+    with pytest.raises(ConfigError, match="nowhere"):
         scan.find_new(tmp_path / "nowhere", V1, {}, settings)
+    assert scan.find_new(settings.inbox, V1, {}, settings) == Listing(new=[], cached=[], skipped=[])
+    assert settings.inbox.is_dir()
 
 
 class FakeScanner:
@@ -121,14 +124,16 @@ def test_a_batch_scans_the_good_photos_in_one_call_and_a_bad_one_fails_alone(
     assert (tmp_path / "out" / "images" / "sub" / "b.png").is_file()
     assert by_rel["sub/b.png"].annotated == "sub/b.png"
 
-    summary = scan.summarise.fn(results, tmp_path / "out")
+    listing = Listing(new=photos, cached=[], skipped=[{"input": "pipe.png", "reason": "a named pipe (FIFO)"}])
+    summary = scan.summarise.fn(results, listing, tmp_path / "out")
     assert (summary["faces"], summary["count_with_mask"], summary["count_without_mask"]) == (2, 2, 0)
-    assert summary["failed"][0]["input"] == "broken.png"
+    assert [f["input"] for f in summary["failed"]] == ["broken.png", "pipe.png"]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
     assert (tmp_path / "out" / "scan.csv").read_text().count("with_mask") == 2
-    metrics = scan.scan_metrics(summary, Listing(new=photos, cached=[], skipped=[]))
+    metrics = scan.scan_metrics(summary, listing)
     assert metrics["faces_with_mask"] == 2 and metrics["faces_without_mask"] == 0
     assert metrics["masked_share"] == 1.0 and 0 < metrics["masked_share_low"] < 1
-    assert (metrics["images_scanned"], metrics["images_cached"], metrics["images_failed"]) == (3, 0, 1)
+    assert (metrics["images_scanned"], metrics["images_cached"], metrics["images_failed"]) == (3, 0, 2)
 
 
 def test_no_faces_logs_no_share() -> None:
