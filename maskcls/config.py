@@ -346,7 +346,7 @@ class Settings(BaseSettings):
     @property
     def inbox(self) -> Path:
         """MASKCLS_SCAN_INBOX, or $MASKCLS_HOME/inbox."""
-        return self.scan_inbox.expanduser() if self.scan_inbox is not None else self.home / "inbox"
+        return self.scan_inbox.expanduser().resolve() if self.scan_inbox is not None else self.home / "inbox"
 
     @property
     def store_dir(self) -> Path:
