@@ -24,6 +24,8 @@ from tests.support import REPO
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
+from .conftest import run_cli
+
 pytestmark = pytest.mark.integration
 
 SCENES = REPO.parent / "shared" / "datasets" / "face-mask-scenes"
@@ -123,3 +125,12 @@ def test_make_serve_answers_a_base64_photo(scanned, servers, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # make, mlflow and its uvicorn: the group started above
         proc.wait(timeout=30)
+
+
+def test_maskcls_scan_runs_the_scanner_champion(scanned, tmp_path):
+    photo = SCENES / "images" / PHOTOS[0]
+    done = run_cli(["scan", str(photo), "--out", str(tmp_path / "out"), "--json", "--no-images"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["faces"] == len(json.loads(scanned[0]["faces"]))
+    assert {c: summary[f"count_{c}"] for c in CLASSES} == {c: scanned[0][f"count_{c}"] for c in CLASSES}
