@@ -73,7 +73,7 @@ def last_json(text: str) -> dict[str, Any]:
 @dataclass
 class Bench:
     """What the parts share: the environment of the processes they time, a scratch folder, and
-    the output of the parts before them."""
+    the output a part leaves for the parts after it."""
 
     env: dict[str, str]
     work: Path
@@ -92,7 +92,7 @@ class Bench:
 def train(bench: Bench) -> dict[str, Any]:
     log("cold run, default profile (fresh process, empty cache)")
     cold_s, _, out = timed_process(TRAIN, bench.env)
-    default = bench.outputs["train"] = last_json(out)
+    default = last_json(out)
     log(f"cold run: {cold_s:.0f}s, test_accuracy {default['metrics']['test_accuracy']:.4f}")
     log("warm run, default profile (same inputs)")
     warm_s, _, out = timed_process(TRAIN, bench.env)
@@ -175,7 +175,8 @@ def scan(bench: Bench) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Part:
     run: Callable[[Bench], dict[str, Any]]
-    needs: tuple[str, ...] = ()  # parts whose output this one reads; they come before it in PARTS
+    # Parts that must run first (for their output, or the champion they register); earlier in PARTS.
+    needs: tuple[str, ...] = ()
 
 
 PartName = Literal["train", "seed", "speed", "predict", "scan"]
