@@ -43,9 +43,9 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(ARGS)
 
-## Full-size measurements, one JSON object on stdout
+## Full-size measurements, one JSON object on stdout; PART=train|seed|speed|predict|scan runs one part
 bench: $(STAMP)
-	@$(BIN)/python benchmarks/run.py $(ARGS)
+	@$(BIN)/python benchmarks/run.py $(if $(PART),--part $(PART)) $(ARGS)
 
 ## Re-resolve the lock file from pyproject.toml
 lock:
