@@ -43,9 +43,9 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(ARGS)
 
-## Full-size measurements, one JSON object on stdout
+## Full-size measurements, one JSON object on stdout; PART=train|seed|speed|predict|scan runs one part
 bench: $(STAMP)
-	@$(BIN)/python benchmarks/run.py $(ARGS)
+	@$(BIN)/python benchmarks/run.py $(if $(PART),--part $(PART)) $(ARGS)
 
 ## Re-resolve the lock file from pyproject.toml
 lock:
@@ -53,10 +53,11 @@ lock:
 
 ## Serve the scanning model's champion over HTTP on 127.0.0.1:$MASKCLS_SERVE_PORT (POST /invocations)
 # The port and the registry come from Settings (MASKCLS_SERVE_PORT, validated; MLFLOW_TRACKING_URI or
-# the SQLite store under MASKCLS_HOME), as for every other command.
+# the SQLite store under MASKCLS_HOME), as for every other command; the scoring server runs
+# uvicorn from the venv, so its bin goes first on PATH.
 serve: $(STAMP)
 	@set -- $$($(BIN)/python -c 'from maskcls.config import Settings; s = Settings.from_env(); print(s.tracking_uri, s.serve_port)') && [ $$# -eq 2 ] && \
-	  MLFLOW_TRACKING_URI=$$1 exec $(BIN)/mlflow models serve -m models:/face-mask-scanner@champion \
+	  PATH=$(abspath $(BIN)):$$PATH MLFLOW_TRACKING_URI=$$1 exec $(BIN)/mlflow models serve -m models:/face-mask-scanner@champion \
 	    --env-manager local -h 127.0.0.1 -p $$2
 
 up: $(STAMP)

@@ -8,39 +8,39 @@ pipeline. One warm-up epoch, then one measured epoch; then test accuracy. Prints
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import sys
 import time
+from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--x-train", required=True, help=".npy of un-augmented uint8 training images")
-    ap.add_argument("--y-train", required=True)
-    ap.add_argument("--x-test", required=True)
-    ap.add_argument("--y-test", required=True)
-    ap.add_argument("--shift", type=int, default=None, help="default: the seed profile's augment.shift")
-    args = ap.parse_args()
-    if args.shift is None:
-        from maskcls.config import load_config as _lc
-
-        args.shift = _lc("seed").augment.shift
-
+def main(
+    x_train: Annotated[Path, typer.Option(help=".npy of un-augmented uint8 training images")],
+    y_train: Annotated[Path, typer.Option()],
+    x_test: Annotated[Path, typer.Option()],
+    y_test: Annotated[Path, typer.Option()],
+    shift: Annotated[int | None, typer.Option(help="default: the seed profile's augment.shift")] = None,
+) -> None:
+    """Time the article's model.fit on the seed model; print the figures as JSON."""
     import keras
 
     from maskcls.augment import augment_batch, augment_labels
     from maskcls.config import load_config
     from maskcls.model import build_model
 
-    cfg = load_config("seed").train
+    profile = load_config("seed")
+    if shift is None:
+        shift = profile.augment.shift
+    cfg = profile.train
     keras.utils.set_random_seed(cfg.seed)
     # The article's way: every variant in memory as float32 in [0, 1].
-    x = augment_batch(np.load(args.x_train), args.shift).astype(np.float32) / 255.0
-    y = augment_labels(np.load(args.y_train)).astype(np.float32)
+    x = augment_batch(np.load(x_train), shift).astype(np.float32) / 255.0
+    y = augment_labels(np.load(y_train)).astype(np.float32)
     model = build_model(cfg, tuple(x.shape[1:]), 2)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
                   loss="binary_crossentropy", metrics=["accuracy"])
@@ -51,10 +51,9 @@ def main() -> None:
     model.fit(x, y, batch_size=cfg.batch_size, validation_split=0.2, epochs=1, verbose=0)
     measured = time.perf_counter() - t0
     n_fit = int(len(x) * 0.8)  # validation_split holds out the last 20% (variants of whole images)
-    x_test = np.load(args.x_test).astype(np.float32) / 255.0
-    y_test = np.load(args.y_test)
-    p = model.predict(x_test, batch_size=256, verbose=0)[:, 0]
-    acc = float(np.mean((p >= 0.5).astype(int) == y_test))
+    x_eval = np.load(x_test).astype(np.float32) / 255.0
+    p = model.predict(x_eval, batch_size=256, verbose=0)[:, 0]
+    acc = float(np.mean((p >= 0.5).astype(int) == np.load(y_test)))
     print(json.dumps({
         "naive_train_samples_per_s": n_fit / measured,
         "naive_warmup_epoch_s": warm,
@@ -67,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    typer.run(main)

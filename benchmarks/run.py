@@ -2,12 +2,21 @@
 one JSON object on stdout (progress goes to stderr).
 
 It starts its own Prefect and MLflow servers (so the flow processes it measures are not
-the servers) and a fresh MASKCLS_HOME, then:
-1. cold and warm `maskcls train` (default profile) as fresh processes;
-2. `maskcls train --profile seed`, its peak RSS from wait4 (the process alone);
-3. the pipeline's training and the article's naive `model.fit` on the same model and
-   images, each in its own process: one warm-up epoch, one measured epoch;
-4. predictions per second with the champion, from image files on disk.
+the servers) and a fresh MASKCLS_HOME, then runs its parts, in this order:
+
+- ``train``: cold and warm `maskcls train` (default profile) as fresh processes;
+- ``seed``: `maskcls train --profile seed`, its peak RSS from wait4 (the process alone);
+- ``speed``: the pipeline's training and the article's naive `model.fit` on the same model
+  and images (the seed run's split), each in its own process: one warm-up epoch, one
+  measured epoch;
+- ``predict``: predictions per second with the champion, from image files on disk;
+- ``scan``: benchmarks/scan.py's report (the report scenes and collages) with the champion
+  as classifier; its JSON is merged with every top-level key prefixed ``scan_``.
+
+``--part NAME`` (``make bench PART=NAME``) runs one part, after the parts it needs (``speed``
+after ``seed``; ``predict`` and ``scan`` after ``train``, whose model is the champion);
+their figures are printed too. Each part that ran gives ``<part>_wall_s``, ``bench_s`` the
+whole run, and ``targets`` every target whose figures were measured.
 """
 
 from __future__ import annotations
@@ -15,27 +24,30 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+
+if TYPE_CHECKING:
+    from maskcls.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets" / "face-mask"
 BIN = Path(sys.executable).parent
+TRAIN = [str(BIN / "maskcls"), "train", "--json"]
+SIDES = ("train", "val", "test")
 
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def timed_process(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
@@ -58,163 +70,222 @@ def last_json(text: str) -> dict[str, Any]:
     return json.loads(text[text.index("{"):])
 
 
-def main() -> None:
-    from stack import start_mlflow_server, start_prefect_server, wait_healthy
+@dataclass
+class Bench:
+    """What the parts share: the environment of the processes they time, a scratch folder, and
+    the output a part leaves for the parts after it."""
 
-    bench_start = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="maskcls-bench-"))
-    pport, mport = free_port(), free_port()
-    prefect = start_prefect_server(work / "servers", pport)
-    mlflow_srv = start_mlflow_server(work / "servers", mport)
-    try:
-        wait_healthy(f"http://127.0.0.1:{pport}/api/health", 180)
-        wait_healthy(f"http://127.0.0.1:{mport}/health", 180)
-        env = {
-            **os.environ,
-            "PREFECT_API_URL": f"http://127.0.0.1:{pport}/api",
-            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mport}",
-            "MASKCLS_HOME": str(work / "home"),
-            "MASKCLS_DATA_SOURCE": str(SHARED),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-        }
-        maskcls = [str(BIN / "maskcls"), "train", "--json"]
-        result: dict[str, Any] = {"dataset": str(SHARED)}
+    env: dict[str, str]
+    work: Path
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-        log("cold run, default profile (fresh process, empty cache)")
-        cold_s, _, out = timed_process(maskcls, env)
-        default = last_json(out)
-        log(f"cold run: {cold_s:.0f}s, test_accuracy {default['metrics']['test_accuracy']:.4f}")
-        log("warm run, default profile (same inputs)")
-        warm_s, _, out = timed_process(maskcls, env)
-        warm = last_json(out)
-        assert warm["cache_hit"], warm["stages"]
-        log(f"warm run: {warm_s:.1f}s, stages {set(warm['stages'].values())}")
+    def settings(self) -> Settings:
+        """The bench processes' settings (its MASKCLS_HOME and MLflow server), for calls made here."""
+        from maskcls.config import Settings
 
-        log("seed profile run (peak RSS of the flow process)")
-        seed_s, seed_rss, out = timed_process(maskcls + ["--profile", "seed"], env)
-        seed = last_json(out)
-        log(f"seed run: {seed_s:.0f}s, test_accuracy {seed['metrics']['test_accuracy']:.4f}, {seed_rss:.0f} MB")
-
-        arrays = export_arrays(env, work / "arrays", seed["mlflow_run_id"])
-        log("pipeline training, 1 warm-up + 1 measured epoch, seed model (own process)")
-        _, _, out = timed_process([sys.executable, str(REPO / "benchmarks" / "pipeline_fit.py"), *arrays["args"]],
-                                  env)
-        fit = last_json(out)
-        log(f"pipeline: {fit['train_samples_per_s']:.0f} samples/s")
-        log("naive model.fit(x_float32, y, batch_size=16, validation_split=0.2), same model (own process)")
-        naive_args = _drop_val(arrays["args"])
-        _, naive_rss, out = timed_process([sys.executable, str(REPO / "benchmarks" / "naive.py"), *naive_args], env)
-        naive = last_json(out)
-        log(f"naive: {naive['naive_train_samples_per_s']:.0f} samples/s, {naive['naive_peak_rss_mb']:.0f} MB")
-
-        predict_rate = measure_predict(env, default)
-        log(f"predict: {predict_rate:.0f} images/s")
-
-        counts = default["counts"]
-        result.update({
-            "counts": {
-                "images_kept": sum(sum(c.values()) for c in counts.values()),
-                "train_images": sum(counts["train"].values()),
-                "val_images": sum(counts["val"].values()),
-                "test_images": sum(counts["test"].values()),
-                "train_samples": default["n_train_samples"],
-                "per_side": counts,
-            },
-            "test_accuracy": default["metrics"]["test_accuracy"],
-            "test_f1": default["metrics"]["test_f1"],
-            "test_roc_auc": default["metrics"]["test_roc_auc"],
-            "seed_test_accuracy": seed["metrics"]["test_accuracy"],
-            "train_samples_per_s": fit["train_samples_per_s"],
-            "naive_train_samples_per_s": naive["naive_train_samples_per_s"],
-            "train_speedup": fit["train_samples_per_s"] / naive["naive_train_samples_per_s"],
-            "pipeline_test_accuracy_after_2_epochs": fit["pipeline_test_accuracy_after_2_epochs"],
-            "naive_test_accuracy_after_2_epochs": naive["naive_test_accuracy_after_2_epochs"],
-            "throughput_settings_that_differ": {
-                "steps_per_execution": {"pipeline": 32, "naive": 1},
-                "input": {"pipeline": "uint8 array, batches gathered and scaled to float32 in tf.data",
-                          "naive": "whole augmented set as float32 numpy in memory"},
-                "validation": {"pipeline": f"held-out near-duplicate clusters, not augmented "
-                                           f"({sum(counts['val'].values())} images)",
-                               "naive": "validation_split=0.2: last 20% of the augmented samples"},
-                "same": "model (seed profile), batch 16, Adam 1e-5, L2, images, seed",
-            },
-            "peak_rss_mb": seed_rss,
-            "naive_peak_rss_mb": naive["naive_peak_rss_mb"],
-            "cold_run_s": cold_s,
-            "warm_run_s": warm_s,
-            "seed_run_s": seed_s,
-            "predict_images_per_s": predict_rate,
-        })
-        result["targets"] = {
-            "test_accuracy>=0.98": result["test_accuracy"] >= 0.98,
-            "seed_test_accuracy>=0.9645": result["seed_test_accuracy"] >= 0.9645,
-            "throughput>=1.5x_naive": result["train_speedup"] >= 1.5,
-            "accuracy_within_0.5_points": abs(result["pipeline_test_accuracy_after_2_epochs"]
-                                              - result["naive_test_accuracy_after_2_epochs"]) <= 0.005,
-            "peak_rss<=0.5x_naive": seed_rss <= 0.5 * naive["naive_peak_rss_mb"],
-            "warm<=30s_and_5%_of_cold": warm_s <= 30 and warm_s <= 0.05 * cold_s,
-            "cold<=15min": cold_s <= 900,
-            "predict>=300/s": predict_rate >= 300,
-        }
-        result["bench_s"] = time.perf_counter() - bench_start
-        result["targets"]["bench<=45min"] = result["bench_s"] <= 2700
-        print(json.dumps(result, indent=2))
-    finally:
-        prefect.stop()
-        mlflow_srv.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        return Settings.from_env(self.env)
 
 
-def _drop_val(args: list[str]) -> list[str]:
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-            continue
-        if a in ("--x-val", "--y-val"):
-            skip = True
-            continue
-        out.append(a)
-    return out
+# --- the parts ----------------------------------------------------------------------------
 
 
-def export_arrays(env: dict[str, str], dest: Path, run_id: str) -> dict[str, Any]:
-    """The seed run's preprocessed (un-augmented) arrays, from the store, as plain .npy files."""
-    dest.mkdir(parents=True, exist_ok=True)
-    from mlflow import MlflowClient
+def train(bench: Bench) -> dict[str, Any]:
+    log("cold run, default profile (fresh process, empty cache)")
+    cold_s, _, out = timed_process(TRAIN, bench.env)
+    default = last_json(out)
+    log(f"cold run: {cold_s:.0f}s, test_accuracy {default['metrics']['test_accuracy']:.4f}")
+    log("warm run, default profile (same inputs)")
+    warm_s, _, out = timed_process(TRAIN, bench.env)
+    warm = last_json(out)
+    assert warm["cache_hit"], warm["stages"]
+    log(f"warm run: {warm_s:.1f}s, stages {set(warm['stages'].values())}")
+    counts = default["counts"]
+    return {
+        "counts": {
+            "images_kept": sum(sum(c.values()) for c in counts.values()),
+            "train_images": sum(counts["train"].values()),
+            "val_images": sum(counts["val"].values()),
+            "test_images": sum(counts["test"].values()),
+            "train_samples": default["n_train_samples"],
+            "per_side": counts,
+        },
+        "test_accuracy": default["metrics"]["test_accuracy"],
+        "test_f1": default["metrics"]["test_f1"],
+        "test_roc_auc": default["metrics"]["test_roc_auc"],
+        "cold_run_s": cold_s,
+        "warm_run_s": warm_s,
+    }
 
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    local = client.download_artifacts(run_id, "split.json", str(dest))
-    split = json.loads(Path(local).read_text())
-    # Re-derive the arrays the same way the pipeline does (same config, same code).
-    from maskcls.config import load_config
-    from maskcls.data import labels_of, split as do_split, validate
-    from maskcls.preprocess import preprocess_files
+
+def seed(bench: Bench) -> dict[str, Any]:
+    log("seed profile run (peak RSS of the flow process)")
+    seed_s, seed_rss, out = timed_process(TRAIN + ["--profile", "seed"], bench.env)
+    result = bench.outputs["seed"] = last_json(out)
+    log(f"seed run: {seed_s:.0f}s, test_accuracy {result['metrics']['test_accuracy']:.4f}, {seed_rss:.0f} MB")
+    return {"seed_test_accuracy": result["metrics"]["test_accuracy"], "peak_rss_mb": seed_rss,
+            "seed_run_s": seed_s}
+
+
+def speed(bench: Bench) -> dict[str, Any]:
+    dest = bench.work / "arrays"
+    images = export_arrays(bench, dest, bench.outputs["seed"]["mlflow_run_id"])
+    log("pipeline training, 1 warm-up + 1 measured epoch, seed model (own process)")
+    _, _, out = timed_process([sys.executable, str(REPO / "benchmarks" / "pipeline_fit.py"),
+                               *array_args(dest, SIDES)], bench.env)
+    fit = last_json(out)
+    log(f"pipeline: {fit['train_samples_per_s']:.0f} samples/s")
+    log("naive model.fit(x_float32, y, batch_size=16, validation_split=0.2), same model (own process)")
+    _, _, out = timed_process([sys.executable, str(REPO / "benchmarks" / "naive.py"),
+                               *array_args(dest, ("train", "test"))], bench.env)
+    naive = last_json(out)
+    log(f"naive: {naive['naive_train_samples_per_s']:.0f} samples/s, {naive['naive_peak_rss_mb']:.0f} MB")
+    return {
+        "train_samples_per_s": fit["train_samples_per_s"],
+        "naive_train_samples_per_s": naive["naive_train_samples_per_s"],
+        "train_speedup": fit["train_samples_per_s"] / naive["naive_train_samples_per_s"],
+        "pipeline_test_accuracy_after_2_epochs": fit["pipeline_test_accuracy_after_2_epochs"],
+        "naive_test_accuracy_after_2_epochs": naive["naive_test_accuracy_after_2_epochs"],
+        "throughput_settings_that_differ": {
+            "steps_per_execution": {"pipeline": 32, "naive": 1},
+            "input": {"pipeline": "uint8 array, batches gathered and scaled to float32 in tf.data",
+                      "naive": "whole augmented set as float32 numpy in memory"},
+            "validation": {"pipeline": f"held-out near-duplicate clusters, not augmented "
+                                       f"({images['val']} images)",
+                           "naive": "validation_split=0.2: last 20% of the augmented samples"},
+            "same": "model (seed profile), batch 16, Adam 1e-5, L2, images, seed",
+        },
+        "naive_peak_rss_mb": naive["naive_peak_rss_mb"],
+    }
+
+
+def predict(bench: Bench) -> dict[str, Any]:
+    rate = measure_predict(bench.settings())
+    log(f"predict: {rate:.0f} images/s")
+    return {"predict_images_per_s": rate}
+
+
+def scan(bench: Bench) -> dict[str, Any]:
+    from flows.scan_cli import DEFAULT_MODEL
+
+    log("scan report (report scenes and collages, the scanner champion's classifier; own process)")
+    _, _, out = timed_process([sys.executable, "-m", "benchmarks.scan", "--model", DEFAULT_MODEL], bench.env)
+    return {f"scan_{key}": value for key, value in last_json(out).items()}
+
+
+@dataclass(frozen=True)
+class Part:
+    run: Callable[[Bench], dict[str, Any]]
+    # Parts that must run first (for their output, or the champion they register); earlier in PARTS.
+    needs: tuple[str, ...] = ()
+
+
+PartName = Literal["train", "seed", "speed", "predict", "scan"]
+#: Every part, in the order the whole bench runs them.
+PARTS: dict[PartName, Part] = {
+    "train": Part(train),
+    "seed": Part(seed),
+    "speed": Part(speed, needs=("seed",)),
+    "predict": Part(predict, needs=("train",)),
+    "scan": Part(scan, needs=("train",)),
+}
+
+
+def plan(part: PartName | None) -> list[PartName]:
+    """The parts to run, in order: all of them, or ``part`` after the parts it needs."""
+    if part is None:
+        return list(PARTS)
+    wanted = {part}
+    for name in reversed(PARTS):  # a part's needs come before it, so one backward pass collects them all
+        if name in wanted:
+            wanted.update(PARTS[name].needs)
+    return [name for name in PARTS if name in wanted]
+
+
+TARGETS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], bool]]] = {
+    "test_accuracy>=0.98": (("test_accuracy",), lambda r: r["test_accuracy"] >= 0.98),
+    "seed_test_accuracy>=0.9645": (("seed_test_accuracy",), lambda r: r["seed_test_accuracy"] >= 0.9645),
+    "throughput>=1.5x_naive": (("train_speedup",), lambda r: r["train_speedup"] >= 1.5),
+    "accuracy_within_0.5_points": (
+        ("pipeline_test_accuracy_after_2_epochs", "naive_test_accuracy_after_2_epochs"),
+        lambda r: abs(r["pipeline_test_accuracy_after_2_epochs"] - r["naive_test_accuracy_after_2_epochs"])
+        <= 0.005),
+    "peak_rss<=0.5x_naive": (("peak_rss_mb", "naive_peak_rss_mb"),
+                             lambda r: r["peak_rss_mb"] <= 0.5 * r["naive_peak_rss_mb"]),
+    "warm<=30s_and_5%_of_cold": (("warm_run_s", "cold_run_s"),
+                                 lambda r: r["warm_run_s"] <= 30 and r["warm_run_s"] <= 0.05 * r["cold_run_s"]),
+    "cold<=15min": (("cold_run_s",), lambda r: r["cold_run_s"] <= 900),
+    "predict>=300/s": (("predict_images_per_s",), lambda r: r["predict_images_per_s"] >= 300),
+    # The 45 minutes are for the whole bench: checked only when every part ran.
+    "bench<=45min": (("bench_s", *(f"{name}_wall_s" for name in PARTS)), lambda r: r["bench_s"] <= 2700),
+}
+
+
+def targets(result: dict[str, Any]) -> dict[str, bool]:
+    """Each target whose figures ``result`` holds: met or not."""
+    return {name: check(result) for name, (keys, check) in TARGETS.items() if all(k in result for k in keys)}
+
+
+# --- helpers of the parts ---------------------------------------------------------------------
+
+
+@contextmanager
+def servers(root: Path) -> Iterator[tuple[str, str]]:
+    """Prefect's and MLflow's servers under ``root`` on free ports, both healthy: (Prefect API URL,
+    MLflow URL). Stopped on the way out, MLflow first (Prefect outlives the runs it tracks)."""
+    import stack
+
+    with ExitStack() as on_exit:
+        prefect = stack.start_prefect_server(root, stack.free_port())
+        on_exit.callback(prefect.stop)
+        mlflow_server = stack.start_mlflow_server(root, stack.free_port())
+        on_exit.callback(mlflow_server.stop)
+        for service in (prefect, mlflow_server):
+            assert service.url and service.health_url
+            stack.wait_healthy(service.health_url, 180, service)
+        yield f"{prefect.url}/api", mlflow_server.url
+
+
+def array_args(folder: Path, sides: tuple[str, ...]) -> list[str]:
+    """benchmarks/pipeline_fit.py's and naive.py's options for the arrays export_arrays wrote."""
+    return [arg for side in sides for arg in (f"--x-{side}", str(folder / f"x_{side}.npy"),
+                                              f"--y-{side}", str(folder / f"y_{side}.npy"))]
+
+
+def export_arrays(bench: Bench, dest: Path, run_id: str) -> dict[str, int]:
+    """The seed run's preprocessed (un-augmented) arrays as plain .npy files in ``dest``
+    (x_<side>.npy, y_<side>.npy); returns the images per side."""
     import numpy as np
 
+    from maskcls.config import load_config
+    from maskcls.data import labels_of, validate
+    from maskcls.data import split as do_split
+    from maskcls.preprocess import preprocess_files
+    from tasks import tracking
+
+    dest.mkdir(parents=True, exist_ok=True)
+    split = tracking.run_artifact_json(tracking.configure(bench.settings()), run_id, "split.json")
+    # Re-derive the arrays the same way the pipeline does (same config, same code).
     cfg = load_config("seed")
     manifest = validate(SHARED, cfg.data)
     sides = do_split(manifest, cfg.data)
     assert sides.fingerprint == split["fingerprint"], "benchmark split differs from the seed run's"
-    args: list[str] = []
-    for side in ("train", "val", "test"):
+    images: dict[str, int] = {}
+    for side in SIDES:
         items = sides.side(side)
-        x = preprocess_files(SHARED, [i.path for i in items], cfg.preprocess)
-        y = labels_of(items, sides.classes)
-        np.save(dest / f"x_{side}.npy", x)
-        np.save(dest / f"y_{side}.npy", y)
-        args += [f"--x-{side}", str(dest / f"x_{side}.npy"), f"--y-{side}", str(dest / f"y_{side}.npy")]
-    return {"args": args}
+        np.save(dest / f"x_{side}.npy", preprocess_files(SHARED, [i.path for i in items], cfg.preprocess))
+        np.save(dest / f"y_{side}.npy", labels_of(items, sides.classes))
+        images[side] = len(items)
+    return images
 
 
-def measure_predict(env: dict[str, str], default: dict[str, Any]) -> float:
+def measure_predict(settings: Settings) -> float:
     """Images per second through the champion pyfunc, reading the files from disk."""
-    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
-    import mlflow
     import pandas as pd
 
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    model = mlflow.pyfunc.load_model("models:/face-mask-classifier@champion")
+    from maskcls.config import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
+    from tasks import tracking
+
+    model = tracking.load_model(settings, f"models:/{REGISTERED_MODEL_NAME}@{CHAMPION_ALIAS}")
     files = sorted(p for c in ("with_mask", "without_mask") for p in (SHARED / c).iterdir())[:1000]
     model.predict(pd.DataFrame({"image": [files[0].read_bytes()]}))  # warm-up
     t0 = time.perf_counter()
@@ -224,5 +295,36 @@ def measure_predict(env: dict[str, str], default: dict[str, Any]) -> float:
     return len(files) / (time.perf_counter() - t0)
 
 
+def main(
+    part: Annotated[PartName | None, typer.Option(
+        help="Run only this part (after the parts it needs); default: every part, in order.")] = None,
+) -> None:
+    """Measure the pipeline on the shared dataset; print one JSON object on stdout."""
+    names = plan(part)
+    bench_start = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="maskcls-bench-"))
+    try:
+        with servers(work / "servers") as (api_url, mlflow_url):
+            bench = Bench(env={
+                **os.environ,
+                "PREFECT_API_URL": api_url,
+                "MLFLOW_TRACKING_URI": mlflow_url,
+                "MASKCLS_HOME": str(work / "home"),
+                "MASKCLS_DATA_SOURCE": str(SHARED),
+                "TF_CPP_MIN_LOG_LEVEL": "2",
+            }, work=work)
+            result: dict[str, Any] = {"dataset": str(SHARED), "parts": names}
+            for name in names:
+                log(f"part {name}")
+                start = time.perf_counter()
+                result.update(PARTS[name].run(bench))
+                result[f"{name}_wall_s"] = time.perf_counter() - start
+            result["bench_s"] = time.perf_counter() - bench_start
+        result["targets"] = targets(result)
+        print(json.dumps(result, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    main()
+    typer.run(main)

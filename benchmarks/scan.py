@@ -8,11 +8,14 @@ offsets and size ratios of matched faces, then sweeps the score threshold for ea
 set and picks, per scale set, the threshold of the best F1 (recall and precision over all
 faces). The report run uses the shipped defaults (``DetectConfig()``); with a loadable
 classifier it scores labels too, otherwise detection only (and says so).
+
+``make bench`` (benchmarks/run.py, part ``scan``) runs the report against the bench's own
+champion and merges its JSON into the bench's one object, every top-level key prefixed
+``scan_`` (``scan_report``, ``scan_collages``, ``scan_detect_config``, ``scan_classifier``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -20,11 +23,13 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
+import typer
 
+from flows.scan_cli import DEFAULT_MODEL
 from maskcls.detect import DetectConfig, FaceDetector
 from maskcls.scan import ScanConfig, Scanner
 from maskcls.scenes import Box, Scene, evaluate, match, read_voc, scene_files, score
@@ -157,14 +162,14 @@ def _classifier(model: str | None) -> tuple[Any, list[str], bool]:
     return (lambda crops: [("face", 1.0)] * len(crops)), [], False
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tune", action="store_true", help="choose detector settings on the tune photos")
-    parser.add_argument("--model", default="models:/face-mask-scanner@champion",
-                        help="scanning model URI (its classifier labels the faces; '' for detection only)")
-    args = parser.parse_args()
-    print(json.dumps(tune() if args.tune else report(args.model or None), indent=2))
+def main(
+    tune_only: Annotated[bool, typer.Option("--tune", help="choose detector settings on the tune photos")] = False,
+    model: Annotated[str, typer.Option(help="scanning model URI (its classifier labels the faces; '' for "
+                                       "detection only)")] = DEFAULT_MODEL,
+) -> None:
+    """Print the scan figures (or, with --tune, the detector settings' sweep) as one JSON object."""
+    print(json.dumps(tune() if tune_only else report(model or None), indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    typer.run(main)

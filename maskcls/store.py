@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from maskcls.errors import MaskclsError
-from maskcls.files import FileEntry, sha256_file, walk
+from maskcls.files import sha256_file
 
 
 class StoreError(MaskclsError, RuntimeError):
@@ -100,17 +100,6 @@ class Store:
     def put_file(self, kind: str, source: Path) -> FileRef:
         data = Path(source).read_bytes()
         return self.put_bytes(kind, Path(source).suffix, data)
-
-    def gc(self, keep: set[str]) -> list[Path]:
-        """Remove stored files whose sha256 is not in ``keep``; returns what was removed."""
-        removed: list[Path] = []
-        if not self.root.exists():
-            return removed
-        for entry in walk(self.root, include_hidden=True):
-            if isinstance(entry, FileEntry) and entry.path.name.split(".")[0] not in keep:
-                entry.path.unlink(missing_ok=True)
-                removed.append(entry.path)
-        return removed
 
 
 def load_array(ref: FileRef, mmap: bool = True) -> np.ndarray:

@@ -19,7 +19,14 @@ from stack.commands import (
     worker_command,
     worker_env,
 )
-from stack.health import http_ok, http_request, port_open, wait_healthy, wait_worker_online
+from stack.health import (
+    free_port,
+    http_ok,
+    http_request,
+    port_open,
+    wait_healthy,
+    wait_worker_online,
+)
 from stack.paths import StackPaths
 from stack.processes import (
     SERVICE_ENV,
@@ -58,6 +65,7 @@ __all__ = [
     "default_allowed_hosts",
     "deploy_command",
     "down",
+    "free_port",
     "http_ok",
     "http_request",
     "load_services",

@@ -44,6 +44,13 @@ def http_ok(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 nothing listens on right now (the kernel's pick; free until someone binds it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
     """True if something accepts TCP connections on host:port."""
     with contextlib.suppress(OSError), socket.create_connection((url_host(host), port), timeout=timeout):

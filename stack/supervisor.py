@@ -34,7 +34,13 @@ from stack.health import (
     work_pool_exists,
 )
 from stack.paths import StackPaths
-from stack.processes import Service, load_services, process_tree, tagged_processes, terminate
+from stack.processes import (
+    Service,
+    load_services,
+    process_tree,
+    tagged_processes,
+    terminate,
+)
 from stack.services import (
     DEPLOY,
     MLFLOW_SERVER,

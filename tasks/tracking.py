@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import mlflow
 import requests
-from mlflow import MlflowClient
 from mlflow.entities import Metric, Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+import mlflow
 from maskcls.config import (
     CHAMPION_ALIAS,
     EXPERIMENT_NAME,
@@ -35,6 +34,7 @@ from maskcls.config import (
     Settings,
 )
 from maskcls.errors import TrackingError
+from mlflow import MlflowClient
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -407,11 +407,15 @@ def create_version(client: MlflowClient, model_uri: str, run_id: str, model_id: 
 
 
 @translated()
+def run_artifact_json(client: MlflowClient, run_id: str, artifact_file: str) -> Any:
+    """The parsed JSON artifact ``artifact_file`` of run ``run_id``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(client.download_artifacts(run_id, artifact_file, tmp)).read_text())
+
+
 def trained_on(client: MlflowClient, run_id: str) -> set[str]:
     """sha256 of every image a version's run trained or validated on."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run_id, "dataset/trained_on.json", tmp)
-        return {row["sha256"] for row in json.loads(Path(path).read_text())}
+    return {row["sha256"] for row in run_artifact_json(client, run_id, "dataset/trained_on.json")}
 
 
 @translated()

@@ -1,12 +1,5 @@
-"""TCP ports on 127.0.0.1 for servers the tests start."""
+"""TCP ports on 127.0.0.1 for servers the tests start (the stack package's helper, which benchmarks use too)."""
 
-from __future__ import annotations
+from stack.health import free_port
 
-import socket
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (the kernel's pick; free until someone binds it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["free_port"]

@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskcls.store import FileRef, Store, StoreError, atomic_write_bytes, load_array, sha256_file
+from maskcls.store import (
+    FileRef,
+    Store,
+    StoreError,
+    atomic_write_bytes,
+    load_array,
+    sha256_file,
+)
 
 
 def files_under(root: Path) -> list[Path]:
@@ -162,12 +169,3 @@ def test_atomic_write_bytes_failure_keeps_the_old_file(tmp_path: Path) -> None:
     assert target.read_bytes() == b"old"
     assert files_under(tmp_path) == [target]
 
-
-def test_gc_keeps_only_the_named_hashes(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    a = store.put_bytes("x", ".bin", b"a")
-    b = store.put_bytes("y", ".bin", b"b")
-    removed = store.gc({a.sha256})
-    assert [Path(p) for p in removed] == [Path(b.path)]
-    assert a.verify() and not b.verify()
-    assert Store(tmp_path / "absent").gc(set()) == []

@@ -63,7 +63,7 @@ def test_every_module_a_stage_needs_is_covered(users) -> None:
     assert {stage.module for stage in STAGES} <= set(users)
     # the download stage writes its files through the store's atomic write
     assert users["maskcls.store"] == "download"
-    assert users["tasks.pyfunc_model"] == "register"
+    assert users["tasks.pyfunc_model"] == users["tasks.scanner_model"] == "register"
 
 
 def test_editing_each_module_changes_its_stages_and_those_after(project, users) -> None:
