@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow
+from pydantic import Field
 
 from maskcls.config import Settings
 from maskcls.names import SCAN_FLOW_NAME
@@ -25,7 +26,7 @@ from tasks.scan import (
 @flow(name=SCAN_FLOW_NAME, log_prints=True)
 def scan_flow(
     folder: str | None = None,
-    batch_size: int = 16,
+    batch_size: Annotated[int, Field(ge=1)] = 16,
     blur: bool = False,
     whole_image: bool = False,
     rescan: bool = False,
