@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from maskcls.scan import Classify
+if TYPE_CHECKING:  # OpenCV and numpy load when a scan runs, not for `maskcls --help`
+    from maskcls.scan import Classify
 
 DEFAULT_MODEL = "models:/face-mask-classifier@champion"
 err = Console(stderr=True)
