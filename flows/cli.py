@@ -247,6 +247,7 @@ def _prefect_api(settings: Settings) -> Callable[[], None]:
     # atexit hooks run after Prefect drains its log and event workers (threading's exit hooks).
     atexit.register(server.stop)
     os.environ["PREFECT_API_URL"] = server.api_url  # before prefect is imported: read at import
+    os.environ.setdefault("PREFECT_UI_URL", "")  # it serves no UI: no "View at" links to nothing
     return server.wait_ready
 
 
