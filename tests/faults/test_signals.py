@@ -36,12 +36,11 @@ class Descendants:
         while not self._done.is_set():
             try:
                 for proc in self.root.children(recursive=True):
-                    if proc.pid not in self.seen:
-                        self.seen[proc.pid] = proc
-                        try:
-                            self.commands[proc.pid] = " ".join(proc.cmdline())[:160]
-                        except psutil.Error:
-                            self.commands[proc.pid] = "?"
+                    self.seen.setdefault(proc.pid, proc)
+                    try:  # read again each time: a child caught between fork and exec shows its parent's
+                        self.commands[proc.pid] = " ".join(proc.cmdline())[:160]
+                    except psutil.Error:
+                        self.commands.setdefault(proc.pid, "?")
             except psutil.NoSuchProcess:
                 return
             self._done.wait(0.1)
@@ -53,7 +52,7 @@ class Descendants:
     def alive(self) -> dict[int, str]:
         """Those still running (zombies count as gone), with their command lines."""
         left = {}
-        for pid, proc in self.seen.items():
+        for pid, proc in list(self.seen.items()):  # the polling thread may still add to it
             try:
                 if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
                     left[pid] = self.commands[pid]
@@ -75,7 +74,7 @@ def test_a_signalled_train_leaves_no_process_behind(sig: signal.Signals, cli: Cl
     tree = Descendants(run.pid)
     try:
         wait_until(lambda: _flow_running(run), 240, "the flow run to begin", alive=run.alive, log=run.log)
-        servers = [pid for pid, cmd in tree.commands.items() if "uvicorn" in cmd and "prefect" in cmd]
+        servers = [pid for pid, cmd in dict(tree.commands).items() if "uvicorn" in cmd and "prefect" in cmd]
         assert servers, f"no Prefect server among the run's processes: {tree.commands}"
         run.proc.send_signal(sig)
         code = run.wait(90)
