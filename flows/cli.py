@@ -7,23 +7,36 @@ to the console with ``maskcls --debug ...``.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from maskcls.config import ConfigError, Settings, load_config, parse_overrides
+# Only light modules at the top, for a quick `maskcls --help`: the settings (pydantic-settings),
+# Prefect, MLflow, TensorFlow and OpenCV load inside the commands that use them.
 from flows import scan_cli
-from maskcls.errors import MaskclsError
+from maskcls.errors import ConfigError, MaskclsError, OrchestrationError
 from stack import cli as stack_cli
+
+if TYPE_CHECKING:
+    from maskcls.config import Settings
 
 err = Console(stderr=True)
 #: Writes the tracebacks of reported errors to the log file only (see _route_logging).
@@ -84,6 +97,8 @@ def _global_options(
                                         "the console (they always go to $MASKCLS_HOME/logs/maskcls.log)")] = False,
 ) -> None:
     """Read the environment once, for every command (a bad MASKCLS_* value stops here)."""
+    from maskcls.config import Settings
+
     ctx.obj = _Run(settings=Settings.from_env(), debug=debug)
 
 
@@ -149,16 +164,20 @@ def train(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Run the training flow (download, validate, split, preprocess, augment, train, evaluate, register)."""
+    from maskcls.config import load_config, parse_overrides
+
     run: _Run = ctx.obj
     overrides = parse_overrides(set_)
     load_config(profile, overrides)  # fail fast on a bad profile or setting
-    _isolate_prefect_home(run.settings)
-    from flows.train import train_flow
+    with _sigterm_exits():
+        api_ready = _prefect_api(run.settings)
+        from flows.train import train_flow  # Prefect, MLflow: seconds of imports, while the server starts
 
-    _route_logging(run)
-    result = train_flow(profile=profile, source=source, epochs=epochs, learning_rate=learning_rate,
-                        batch_size=batch_size, max_images=max_images, refresh=refresh,
-                        overrides=_as_flow_overrides(overrides))
+        _route_logging(run)
+        api_ready()
+        result = train_flow(profile=profile, source=source, epochs=epochs, learning_rate=learning_rate,
+                            batch_size=batch_size, max_images=max_images, refresh=refresh,
+                            overrides=_as_flow_overrides(overrides))
     if json_out:
         print(json.dumps(result, indent=2, default=str))
         return
@@ -182,6 +201,120 @@ def _isolate_prefect_home(settings: Settings) -> None:
         os.environ["PREFECT_HOME"] = str(home)
         # The ephemeral server's telemetry write races its own startup ("database is locked").
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM raises SystemExit(143) in the main thread, so every ``finally`` runs (the MLflow
+    run is ended, the temporary Prefect server stopped) instead of the process vanishing.
+
+    A second SIGTERM during that cleanup kills at once (the default action).
+    """
+    def stop(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+#: How long the temporary server may take to answer: its start competes with the CLI's imports.
+SERVER_START_TIMEOUT_S = 120.0
+
+
+def _prefect_api(settings: Settings) -> Callable[[], None]:
+    """Point Prefect at PREFECT_API_URL's server, else start a temporary one owned by this process.
+
+    Returns ``ready()``, which waits until the API answers. The temporary server replaces
+    Prefect's own ephemeral one for two reasons: it starts before Prefect, MLflow and the
+    flow are imported, so their imports overlap its start-up (Prefect's starts only when
+    the flow does); and it cannot outlive this process. It is stopped with its process
+    tree at exit (SIGTERM included, with ``_sigterm_exits``), after Prefect's own exit
+    hooks have sent their last logs and events to it, and the kernel sends it SIGTERM if
+    this process dies without cleaning up (SIGKILL). Same server as Prefect's: its uvicorn
+    app, no UI, ephemeral services, database under MASKCLS_HOME/prefect; its output goes
+    to MASKCLS_HOME/logs/prefect-server.log.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return lambda: None
+    _isolate_prefect_home(settings)
+    log_path = settings.logs_dir / "prefect-server.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    server = _TemporaryServer(log_path)
+    # atexit hooks run after Prefect drains its log and event workers (threading's exit hooks).
+    atexit.register(server.stop)
+    os.environ["PREFECT_API_URL"] = server.api_url  # before prefect is imported: read at import
+    os.environ.setdefault("PREFECT_UI_URL", "")  # it serves no UI: no "View at" links to nothing
+    return server.wait_ready
+
+
+class _TemporaryServer:
+    """A Prefect API server (uvicorn) in a child process that dies with this one."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.port = _free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        err.print(f"Starting a temporary Prefect server on {self.api_url} (set PREFECT_API_URL to use another)",
+                  highlight=False)
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+                 "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+                # What Prefect sets for its own ephemeral server: no UI, the ephemeral services only.
+                env={**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                     "PREFECT__SERVER_FINAL": "1"},
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+
+    def wait_ready(self) -> None:
+        """Return once ``/api/health`` answers; raise OrchestrationError if the server exits or hangs."""
+        from stack.health import http_ok
+
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while not http_ok(f"{self.api_url}/health", timeout=2):
+            code = self.process.poll()
+            if code is not None or time.monotonic() > deadline:
+                what = f"exited with code {code}" if code is not None else f"did not answer in {SERVER_START_TIMEOUT_S:.0f} s"
+                raise OrchestrationError(
+                    f"the temporary Prefect server on {self.api_url} {what}; its log is {self.log_path}. "
+                    "Set PREFECT_API_URL to a running Prefect server (`make up` starts one) to do without it.")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """SIGTERM the server's process tree, SIGKILL what is left after 10 s, and reap it."""
+        from stack.processes import process_tree, terminate
+
+        terminate(process_tree([self.process.pid]) | {self.process.pid}, timeout=10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent(parent: int) -> Any:
+    """A ``preexec_fn``: the child gets SIGTERM when this thread's process dies (Linux prctl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def arm() -> None:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return arm
 
 
 @app.command()
@@ -253,6 +386,8 @@ def sweep(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Train every combination of a grid on the stack's workers (help: SWEEP_HELP)."""
+    from maskcls.config import parse_overrides
+
     run: _Run = ctx.obj
     _stack_env()
     fixed = parse_overrides(set_)
@@ -292,6 +427,7 @@ def _stack_env() -> None:
     Must run before prefect is imported: Prefect reads its settings at import time.
     """
     import stack
+    from maskcls.config import Settings
 
     if not os.environ.get("PREFECT_API_URL"):
         config = stack.StackConfig.from_settings(Settings.from_env())

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from maskcls.config import Settings
 from maskcls.errors import ConfigError
-from stack import supervisor
-from stack.supervisor import StackConfig
+
+if TYPE_CHECKING:  # the supervisor (httpx, psutil) loads when a command runs, not for `maskcls --help`
+    from stack.supervisor import StackConfig
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -29,6 +31,9 @@ def _fail(exc: Exception, hint: str | None = None) -> typer.Exit:
 
 def _config() -> StackConfig:
     """The stack's settings, read from the environment here at the entry point."""
+    from maskcls.config import Settings
+    from stack.supervisor import StackConfig
+
     try:
         return StackConfig.from_settings(Settings.from_env())
     except ConfigError as exc:
@@ -38,6 +43,8 @@ def _config() -> StackConfig:
 @app.command()
 def up() -> None:
     """Start what is not running yet, wait for every health check, register the deployments."""
+    from stack import supervisor
+
     try:
         supervisor.up(_config())
     except (RuntimeError, TimeoutError) as exc:
@@ -47,6 +54,8 @@ def up() -> None:
 @app.command()
 def down() -> None:
     """Stop every process the stack started, flow runs of its workers included."""
+    from stack import supervisor
+
     try:
         supervisor.down(_config())
     except RuntimeError as exc:
@@ -56,5 +65,7 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """List the recorded services and every deployment; exit 3 unless all run and all are registered."""
+    from stack import supervisor
+
     if not supervisor.status(_config()).ok:
         raise typer.Exit(NOT_OK)
