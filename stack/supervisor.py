@@ -19,6 +19,7 @@ stack started, including flow runs that workers started in their own sessions.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +85,9 @@ class StackConfig:
         source = settings.data_source_given
         if source and "://" not in source and Path(source).exists():
             # Workers run flows from the project root; a relative path must not
-            # depend on where `make up` was typed.
-            source = str(Path(source).resolve())
+            # depend on where `make up` was typed. Links stay as given: the path the
+            # user named is the one the run form and the runs show.
+            source = os.path.abspath(source)
         return cls(
             home=settings.home,
             host=settings.bind_host,

@@ -22,6 +22,13 @@ def config_for(home: Path, **env: str) -> StackConfig:
     return StackConfig.from_settings(Settings.from_env({"MASKCLS_HOME": str(home), **env}))
 
 
+def test_a_linked_data_source_keeps_the_path_the_user_gave(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    config = config_for(tmp_path / "home", MASKCLS_DATA_SOURCE=str(tmp_path / "link"))
+    assert config.data_source == str(tmp_path / "link")
+
+
 def test_config_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "data").mkdir()
     monkeypatch.chdir(tmp_path)
