@@ -34,13 +34,14 @@ from maskcls.config import (
     Settings,
 )
 from maskcls.errors import TrackingError
+from maskcls.names import SCANNER_MODELS
 from mlflow import MlflowClient
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 SCANNER_CODE = Path(__file__).with_name("scanner_model.py")
 #: The scanning model of the two-class classifier; another class set gets its own name.
-SCANNER_MODEL_NAME = "face-mask-scanner"
+SCANNER_MODEL_NAME = SCANNER_MODELS[2]
 #: The scanner version's tag naming the classifier version it bundles.
 WRAPS_TAG = "classifier_version"
 #: The experiment tag with which MLflow's UI tells model-training experiments
@@ -443,7 +444,7 @@ def tag_version(client: MlflowClient, version: str, tags: dict[str, str]) -> Non
 
 def scanner_model_name(classes: Sequence[str]) -> str:
     """`face-mask-scanner` for the two-class classifier, `face-mask-scanner-<n>class` for another."""
-    return SCANNER_MODEL_NAME if len(classes) == 2 else f"{SCANNER_MODEL_NAME}-{len(classes)}class"
+    return SCANNER_MODELS.get(len(classes), f"{SCANNER_MODEL_NAME}-{len(classes)}class")
 
 
 def scanner_signature(classes: Sequence[str]) -> Any:
