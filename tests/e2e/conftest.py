@@ -82,7 +82,11 @@ class Stack:
         return f"{self.prefect_url}{base.rstrip('/')}"
 
     def api(self, method: str, path: str, json: Any = None, ok: tuple[int, ...] = (200, 201, 204)) -> Any:
-        response = httpx.request(method, f"{self.api_url}{path}", json=json, timeout=30, trust_env=False)
+        for _ in range(10):  # 503: Prefect's SQLite database was briefly locked by its own services
+            response = httpx.request(method, f"{self.api_url}{path}", json=json, timeout=30, trust_env=False)
+            if response.status_code != 503:
+                break
+            time.sleep(1)
         assert response.status_code in ok, f"{method} {path}: {response.status_code} {response.text[:500]}"
         return response.json() if response.content else None
 
