@@ -13,8 +13,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    SettingsConfigDict,
+)
 from pydantic_settings.sources.utils import parse_env_vars
 
 from maskcls.errors import ConfigError
@@ -59,6 +71,12 @@ class DataConfig(_Frozen):
 class PreprocessConfig(_Frozen):
     size: int = Field(50, ge=8, le=512, description="Images are resized to size x size pixels.")
     color_mode: Literal["grayscale", "rgb"] = "grayscale"
+    face_crop: bool = Field(
+        False, description="Crop each image to its largest detected face (YuNet, maskcls.detect) before "
+        "resizing; an image with no face found is used whole. Stored in the model: inference crops the "
+        "same way, except in the scanner, which hands the classifier faces it has already cut.")
+    face_margin: float = Field(
+        0.15, ge=0, le=1, description="Share of the face box's width and height added on every side of a face crop.")
 
     @property
     def channels(self) -> int:
@@ -85,6 +103,30 @@ class TrainConfig(_Frozen):
     # XLA is off by default: on this CPU build it trains ~7x slower than the oneDNN kernels.
     jit_compile: bool = Field(False, description="Compile the train step with XLA.")
     shuffle_buffer: int | None = Field(None, description="None shuffles the whole index each epoch.")
+    batch_norm: bool = Field(False, description="Batch normalisation after each convolution (before ReLU).")
+    lr_schedule: Literal["constant", "cosine", "plateau"] = Field(
+        "constant", description="constant; cosine decay to 0 over all epochs; or halve the rate when the "
+        "validation loss stops improving for 1 epoch.")
+    early_stopping_patience: int = Field(
+        0, ge=0, description="Stop after this many epochs without a lower validation loss and restore the best "
+        "weights; 0 trains every epoch (and keeps the last weights).")
+    class_weight: Literal["none", "balanced"] = Field(
+        "none", description="balanced weighs each class's loss by the inverse of its share of the training samples.")
+    # On-the-fly augmentation in tf.data, on top of the 32 fixed variants: every epoch sees new copies.
+    aug_brightness: float = Field(0.0, ge=0, le=1, description="Random brightness shift of up to this share of "
+                                  "the value range (0 = off).")
+    aug_contrast: float = Field(0.0, ge=0, le=1, description="Random contrast factor in [1 - c, 1 + c] (0 = off).")
+    aug_rotation: float = Field(0.0, ge=0, le=45, description="Random rotation of up to this many degrees (0 = off).")
+    aug_zoom: float = Field(0.0, ge=0, le=0.5, description="Random zoom in or out by up to this share, "
+                            "i.e. scale and crop (0 = off).")
+    aug_blur: float = Field(0.0, ge=0, le=1, description="Probability of a Gaussian blur (sigma up to 1.5 px) "
+                            "per image (0 = off).")
+
+
+class InferenceConfig(_Frozen):
+    """How a trained model is applied, at evaluation and in the registered model."""
+
+    tta_flip: bool = Field(False, description="Average each prediction over the image and its mirror image.")
 
 
 class PipelineConfig(_Frozen):
@@ -93,7 +135,14 @@ class PipelineConfig(_Frozen):
     preprocess: PreprocessConfig = PreprocessConfig()
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
+    inference: InferenceConfig = InferenceConfig()
     promotion_min_delta: float = Field(0.005, ge=0)
+
+    @classmethod
+    def sections(cls) -> dict[str, type[BaseModel]]:
+        """The config's sections (``data``, ``preprocess``, ...) and their models, in order."""
+        return {name: f.annotation for name, f in cls.model_fields.items()
+                if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)}
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of the named sections (the part of the config a stage depends on)."""
@@ -325,7 +374,7 @@ class Settings(BaseSettings):
         return alias if isinstance(alias, str) else f"{cls.model_config['env_prefix']}{field.upper()}"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read ``env`` (only it), or the process environment when None; a bad value is a ConfigError."""
         try:
             if env is None:

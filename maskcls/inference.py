@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from maskcls.config import PreprocessConfig
+from maskcls.config import InferenceConfig, PreprocessConfig
 from maskcls.preprocess import DecodeError, preprocess_bytes
 
 
@@ -24,23 +24,35 @@ def probability_columns(output: Any) -> np.ndarray:
 class Classifier:
     """A trained Keras model with its preprocessing settings and class names."""
 
-    def __init__(self, model: Any, preprocess: PreprocessConfig, classes: Sequence[str]) -> None:
+    def __init__(self, model: Any, preprocess: PreprocessConfig, classes: Sequence[str],
+                 inference: InferenceConfig | None = None) -> None:
         self.model = model
         self.preprocess = preprocess
         self.classes = list(classes)
+        self.inference = inference or InferenceConfig()
 
     @classmethod
-    def load(cls, model_path: Path | str, settings_path: Path | str) -> "Classifier":
+    def load(cls, model_path: Path | str, settings_path: Path | str) -> Classifier:
         """Load a .keras file (safe mode) and the settings JSON written by ``write_settings``."""
         import keras
 
         settings = json.loads(Path(settings_path).read_text())
         model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
-        return cls(model, PreprocessConfig(**settings["preprocess"]), settings["classes"])
+        # Files written before a setting existed load with its default.
+        return cls(model, PreprocessConfig(**settings["preprocess"]), settings["classes"],
+                   InferenceConfig(**settings.get("inference", {})))
+
+    def for_cut_faces(self) -> Classifier:
+        """This classifier for images that already are face crops (the scanner's): no second face crop."""
+        return Classifier(self.model, self.preprocess.model_copy(update={"face_crop": False}), self.classes,
+                          self.inference)
 
     def proba(self, batch_uint8: np.ndarray) -> np.ndarray:
         x = batch_uint8.astype(np.float32) / 255.0
-        return probability_columns(self.model(x, training=False))
+        p = probability_columns(self.model(x, training=False))
+        if self.inference.tta_flip:
+            p = (p + probability_columns(self.model(x[:, :, ::-1], training=False))) / 2
+        return p
 
     def predict_bytes(self, images: Sequence[bytes], batch_size: int = 256) -> list[dict[str, Any]]:
         """One dict per image: ``label`` and ``probability`` (of that label), or ``error``."""
@@ -61,5 +73,7 @@ class Classifier:
         return results
 
 
-def write_settings(path: Path, preprocess: PreprocessConfig, classes: Sequence[str]) -> None:
-    path.write_text(json.dumps({"preprocess": preprocess.model_dump(mode="json"), "classes": list(classes)}, indent=2))
+def write_settings(path: Path, preprocess: PreprocessConfig, classes: Sequence[str],
+                   inference: InferenceConfig | None = None) -> None:
+    path.write_text(json.dumps({"preprocess": preprocess.model_dump(mode="json"), "classes": list(classes),
+                                "inference": (inference or InferenceConfig()).model_dump(mode="json")}, indent=2))

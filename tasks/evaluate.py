@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 from prefect import get_run_logger, task
 
-from maskcls.config import Settings
+from maskcls.config import InferenceConfig, Settings
 from maskcls.store import Store, load_array
 from tasks.caching import StageCache
 from tasks.records import ArraysRecord, EvalRecord, ModelRecord
 
 
-@task(name="evaluate", cache_policy=StageCache(stage="evaluate", inputs=("model", "arrays")))
-def evaluate(model: ModelRecord, arrays: ArraysRecord, settings: Settings) -> EvalRecord:
+@task(name="evaluate", cache_policy=StageCache(stage="evaluate", inputs=("model", "arrays", "inference")))
+def evaluate(model: ModelRecord, arrays: ArraysRecord, inference: InferenceConfig, settings: Settings) -> EvalRecord:
     """Score the held-out test side: metrics, confusion matrix, report and figures."""
     # TensorFlow, matplotlib, scikit-learn: loaded only when evaluating, not on a cached run.
     from maskcls.evaluate import write_evaluation
@@ -26,7 +26,7 @@ def evaluate(model: ModelRecord, arrays: ArraysRecord, settings: Settings) -> Ev
     x = load_array(test.x, mmap=False)
     y = load_array(test.y)
     keras_model = load_model(model.model.check())
-    proba = predict_proba(keras_model, x.astype(np.float32) / 255.0)
+    proba = predict_proba(keras_model, x.astype(np.float32) / 255.0, tta_flip=inference.tta_flip)
     store = Store(settings.store_dir)
     with tempfile.TemporaryDirectory() as tmp:
         metrics = write_evaluation(y, proba, arrays.classes, x, test.paths, model.history, Path(tmp))

@@ -14,6 +14,7 @@ from maskcls.config import (
     AugmentConfig,
     ConfigError,
     DataConfig,
+    InferenceConfig,
     PipelineConfig,
     PreprocessConfig,
     Settings,
@@ -23,7 +24,12 @@ from maskcls.config import (
 )
 from tests.support import REPO
 
-SECTIONS = {"data": DataConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig, "train": TrainConfig}
+SECTIONS = PipelineConfig.sections()
+
+
+def test_the_sections() -> None:
+    assert SECTIONS == {"data": DataConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig,
+                        "train": TrainConfig, "inference": InferenceConfig}
 
 
 # --- profiles -----------------------------------------------------------------------------
@@ -448,7 +454,7 @@ def test_the_readme_table_lists_every_setting_with_its_default() -> None:
 
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## Configuration") :]
-    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \|", section, flags=re.M))
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \|", section, flags=re.MULTILINE))
     assert set(rows) == {Settings.env_name(f) for f in Settings.model_fields}
     for name, field in Settings.model_fields.items():
         default = field.default
