@@ -32,7 +32,7 @@ class Classifier:
         self.inference = inference or InferenceConfig()
 
     @classmethod
-    def load(cls, model_path: Path | str, settings_path: Path | str) -> Classifier:
+    def load(cls, model_path: Path | str, settings_path: Path | str) -> "Classifier":
         """Load a .keras file (safe mode) and the settings JSON written by ``write_settings``."""
         import keras
 

@@ -141,7 +141,7 @@ def score(scenes: Sequence[Scene], min_width: float = 24, iou_threshold: float =
     return out
 
 
-def evaluate(scanner: Scanner, root: Path, part: str = "report", classes: Sequence[str] = (),
+def evaluate(scanner: "Scanner", root: Path, part: str = "report", classes: Sequence[str] = (),
              labelled: bool = True) -> dict[str, Any]:
     """Scan the ``part`` photos of a scene folder (end to end: read, decode, detect, classify) and
     score the result against their annotations; ``labelled=False`` scores detection only."""

@@ -23,11 +23,10 @@ import urllib.request
 import zipfile
 import zlib
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import httpx
 from pydantic import BaseModel
@@ -385,7 +384,7 @@ class _Progress:
         )
         self._task = self._progress.add_task(url, total=total)
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> "_Progress":
         if self._progress is not None:
             self._progress.start()
         return self

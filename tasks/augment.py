@@ -19,9 +19,7 @@ from tasks.records import ArraysRecord, AugmentedRecord
 @task(name="augment", cache_policy=StageCache(stage="augment", inputs=("arrays", "cfg")))
 def augment(arrays: ArraysRecord, cfg: AugmentConfig, settings: Settings) -> AugmentedRecord:
     """The 32 variants of every training image, written as uint8 .npy."""
-    from maskcls.evaluate import (
-        image_grid,  # matplotlib, scikit-learn: not loaded on a cached run
-    )
+    from maskcls.evaluate import image_grid  # matplotlib, scikit-learn: not loaded on a cached run
 
     log = get_run_logger()
     store = Store(settings.store_dir)

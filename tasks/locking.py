@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import anyio
 from prefect.locking.protocol import LockManager
@@ -56,7 +56,7 @@ class FcntlLockManager(LockManager):
 
     # A lock manager holds open file descriptors: copies share this one (Prefect deep-copies
     # cache policies) and pickles carry only the directory.
-    def __deepcopy__(self, memo: dict[int, Any]) -> FcntlLockManager:
+    def __deepcopy__(self, memo: dict[int, Any]) -> "FcntlLockManager":
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -119,7 +119,7 @@ class FcntlLockManager(LockManager):
         return True
 
     # ------------------------------------------------------------------ LockManager
-    def _waits(self, acquire_timeout: float | None) -> Iterator[float]:
+    def _waits(self, acquire_timeout: Optional[float]) -> Iterator[float]:
         """Back-off sleeps between attempts, ending when ``acquire_timeout`` runs out."""
         deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
         delay = _POLL_FIRST
@@ -140,8 +140,8 @@ class FcntlLockManager(LockManager):
         self._took(key, holder, fd)
         return True
 
-    def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
-                     hold_timeout: float | None = None) -> bool:
+    def acquire_lock(self, key: str, holder: str, acquire_timeout: Optional[float] = None,
+                     hold_timeout: Optional[float] = None) -> bool:
         if self._holds(key, holder) or self._attempt(key, holder):
             return True
         for wait in self._waits(acquire_timeout):
@@ -150,8 +150,8 @@ class FcntlLockManager(LockManager):
                 return True
         return False
 
-    async def aacquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
-                            hold_timeout: float | None = None) -> bool:
+    async def aacquire_lock(self, key: str, holder: str, acquire_timeout: Optional[float] = None,
+                            hold_timeout: Optional[float] = None) -> bool:
         if self._holds(key, holder) or self._attempt(key, holder):
             return True
         for wait in self._waits(acquire_timeout):
@@ -179,7 +179,7 @@ class FcntlLockManager(LockManager):
     def is_lock_holder(self, key: str, holder: str) -> bool:
         return self._holds(key, holder)
 
-    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
+    def wait_for_lock(self, key: str, timeout: Optional[float] = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = _POLL_FIRST
         while not self._free_now(key):
@@ -189,7 +189,7 @@ class FcntlLockManager(LockManager):
             delay = min(delay * 1.5, _POLL_MAX)
         return True
 
-    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
+    async def await_for_lock(self, key: str, timeout: Optional[float] = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = _POLL_FIRST
         while not self._free_now(key):

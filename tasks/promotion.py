@@ -27,13 +27,7 @@ from maskcls.inference import Classifier, write_settings
 from maskcls.store import load_array
 from tasks import tracking
 from tasks.locking import exclusive
-from tasks.records import (
-    ArraysRecord,
-    EvalRecord,
-    ModelRecord,
-    RegisterRecord,
-    SideArrays,
-)
+from tasks.records import ArraysRecord, EvalRecord, ModelRecord, RegisterRecord, SideArrays
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -5,10 +5,10 @@ It imports only mlflow, pandas (the pyfunc's DataFrame I/O), keras (through
 it loads without Prefect and applies exactly the preprocessing it was trained with.
 """
 
+import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-import mlflow
 from maskcls.inference import Classifier
 
 

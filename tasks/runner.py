@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from mlflow import MlflowClient
 from prefect import Task, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.context import get_run_context
 
 from maskcls.config import PipelineConfig, Settings
 from maskcls.stages import STAGE_NAMES
-from mlflow import MlflowClient
 from tasks import recovery, tracking
 from tasks.codeversion import stage_code_version
 from tasks.locking import FcntlLockManager

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-import mlflow
 from maskcls.detect import FaceDetector
 from maskcls.inference import Classifier
 from maskcls.preprocess import DecodeError
@@ -59,7 +59,8 @@ class FaceMaskScanner(PythonModel):
 
     def load_context(self, context):
         # The scanner cuts every face itself: the classifier must not look for a face inside the crop.
-        self.classifier = Classifier.load(context.artifacts["keras_model"], context.artifacts["settings"]).for_cut_faces()
+        self.classifier = Classifier.load(context.artifacts["keras_model"],
+                                          context.artifacts["settings"]).for_cut_faces()
         self.detector = FaceDetector(model_path=Path(context.artifacts["detector"]))
 
     def scanner(self, config: ScanConfig) -> Scanner:

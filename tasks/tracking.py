@@ -542,7 +542,7 @@ def load_model(settings: Settings, uri: str) -> Any:
     configure(settings)
     try:
         return mlflow.pyfunc.load_model(uri)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - see the docstring
         raise TrackingError(f"cannot load model {uri} from {settings.tracking_uri}: {_said(exc)}") from exc
 
 

@@ -454,7 +454,7 @@ def test_the_readme_table_lists_every_setting_with_its_default() -> None:
 
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## Configuration") :]
-    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \|", section, flags=re.MULTILINE))
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \|", section, flags=re.M))
     assert set(rows) == {Settings.env_name(f) for f in Settings.model_fields}
     for name, field in Settings.model_fields.items():
         default = field.default
