@@ -19,7 +19,11 @@ from tasks.records import ArraysRecord, EvalRecord, ModelRecord
 def evaluate(model: ModelRecord, arrays: ArraysRecord, settings: Settings) -> EvalRecord:
     """Fit the temperature on the validation side; score the test side on calibrated probabilities."""
     # TensorFlow, matplotlib, scikit-learn, scipy: loaded only when evaluating, not on a cached run.
-    from maskcls.calibration import apply_temperature, expected_calibration_error, fit_temperature
+    from maskcls.calibration import (
+        apply_temperature,
+        expected_calibration_error,
+        fit_temperature,
+    )
     from maskcls.evaluate import write_evaluation
     from maskcls.model import predict_proba
     from maskcls.train import load_model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -184,7 +185,7 @@ def test_metrics_include_the_top_label_ece() -> None:
     right = BIN_PROBA.argmax(axis=1) == BIN_Y
     edges = np.linspace(0, 1, 16)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         inside = (conf > lo) & (conf <= hi)
         if inside.any():
             ece += inside.sum() / len(conf) * abs(right[inside].mean() - conf[inside].mean())
