@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from maskcls.config import PreprocessConfig
+from maskcls.errors import ConfigError
 from maskcls.preprocess import DecodeError, preprocess_bytes
 
 
@@ -21,26 +23,56 @@ def probability_columns(output: Any) -> np.ndarray:
     return p
 
 
-class Classifier:
-    """A trained Keras model with its preprocessing settings and class names."""
+# Probabilities are clipped here before their log: a saturated float32 sigmoid gives exactly 0 or 1.
+_EPS = 1e-12
 
-    def __init__(self, model: Any, preprocess: PreprocessConfig, classes: Sequence[str]) -> None:
+
+def apply_temperature(proba: Any, temperature: float) -> np.ndarray:
+    """Class probabilities (n, n_classes) -> softmax(log(p) / T): temperature scaling.
+
+    T > 1 softens, T < 1 sharpens; the argmax never changes. For two columns from one
+    sigmoid this is sigmoid(logit / T). T = 1 returns the probabilities unchanged.
+    """
+    p = np.asarray(proba)
+    if temperature == 1.0:
+        return p
+    z = np.log(np.clip(p.astype(np.float64), _EPS, 1.0)) / temperature
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Classifier:
+    """A trained Keras model with its preprocessing settings, class names and calibration temperature."""
+
+    def __init__(self, model: Any, preprocess: PreprocessConfig, classes: Sequence[str],
+                 temperature: float = 1.0) -> None:
         self.model = model
         self.preprocess = preprocess
         self.classes = list(classes)
+        self.temperature = float(temperature)
 
     @classmethod
     def load(cls, model_path: Path | str, settings_path: Path | str) -> "Classifier":
-        """Load a .keras file (safe mode) and the settings JSON written by ``write_settings``."""
+        """Load a .keras file (safe mode) and the settings JSON written by ``write_settings``.
+
+        A settings file without ``temperature`` (a version registered before calibration) means 1.0.
+        """
         import keras
 
         settings = json.loads(Path(settings_path).read_text())
+        temperature = settings.get("temperature", 1.0)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+                or not math.isfinite(temperature) or temperature <= 0:
+            raise ConfigError(f"{settings_path}: temperature {temperature!r} is not a positive number; "
+                              "the model's settings file is damaged: register the model again")
         model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
-        return cls(model, PreprocessConfig(**settings["preprocess"]), settings["classes"])
+        return cls(model, PreprocessConfig(**settings["preprocess"]), settings["classes"], temperature)
 
     def proba(self, batch_uint8: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities (n, n_classes) of a uint8 batch."""
         x = batch_uint8.astype(np.float32) / 255.0
-        return probability_columns(self.model(x, training=False))
+        return apply_temperature(probability_columns(self.model(x, training=False)), self.temperature)
 
     def predict_bytes(self, images: Sequence[bytes], batch_size: int = 256) -> list[dict[str, Any]]:
         """One dict per image: ``label`` and ``probability`` (of that label), or ``error``."""
@@ -61,5 +93,7 @@ class Classifier:
         return results
 
 
-def write_settings(path: Path, preprocess: PreprocessConfig, classes: Sequence[str]) -> None:
-    path.write_text(json.dumps({"preprocess": preprocess.model_dump(mode="json"), "classes": list(classes)}, indent=2))
+def write_settings(path: Path, preprocess: PreprocessConfig, classes: Sequence[str], temperature: float = 1.0) -> None:
+    """The model's settings file: preprocessing, class names and the calibration temperature."""
+    path.write_text(json.dumps({"preprocess": preprocess.model_dump(mode="json"), "classes": list(classes),
+                                "temperature": float(temperature)}, indent=2))
