@@ -69,6 +69,8 @@ class ModelRecord(_Record):
 class EvalRecord(_Record):
     metrics: dict[str, float]
     files: dict[str, FileRef]
+    # Fitted on the validation side (1.0 when it is empty); the registered model applies it.
+    temperature: float = 1.0
 
     def refs(self) -> list[FileRef]:
         return list(self.files.values())

@@ -43,6 +43,7 @@ MLflow run: {link_md}
 | test_recall | {m.get('test_recall', float('nan')):.4f} |
 | test_f1 | {m.get('test_f1', float('nan')):.4f} |
 | test_roc_auc | {m.get('test_roc_auc', float('nan')):.4f} |
+| test_ece (temperature {m.get('temperature', 1.0):.3g}) | {m.get('test_ece', float('nan')):.4f} |
 
 Data: {len(manifest.items)} images kept ({len(manifest.skipped)} skipped, {len(manifest.duplicates)} duplicates),
 fingerprint `{manifest.fingerprint[:16]}`; train {sum(counts['train'].values())} images -> {augmented.n_samples} samples,

@@ -57,15 +57,19 @@ def test_first_run_tracks_everything(first_run, mlflow_client):
     assert run.data.tags["git_commit"]
     assert len(run.data.tags["code_version"]) == 16
     assert run.data.tags["cache_hit"] == "false"
-    for metric in ("test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc"):
-        assert 0.0 <= run.data.metrics[metric] <= 1.0
+    for metric in ("test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc",
+                   "test_ece", "test_ece_uncalibrated"):
+        assert 0.0 <= run.data.metrics[metric] <= 1.0, metric
+    # calibrated on the validation side; the temperature is the run's and in its evaluation record
+    assert run.data.metrics["temperature"] > 0
+    assert run.data.metrics["temperature"] == pytest.approx(first_run["metrics"]["temperature"])
     # per-epoch curves, training and validation
     history = mlflow_client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in history] == list(range(cfg.train.epochs))
     assert len(mlflow_client.get_metric_history(run.info.run_id, "loss")) == cfg.train.epochs
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
     for name in ("confusion_matrix.png", "confusion_matrix.json", "training_curves.png",
-                 "classification_report.txt", "misclassified.png", "validation_report.json",
+                 "classification_report.txt", "misclassified.png", "reliability.png", "validation_report.json",
                  "augmentation_preview.png", "dataset"):
         assert name in artifacts, name
     # the dataset is the run's MLflow dataset input

@@ -80,6 +80,40 @@ def test_model_folder_holds_no_pickle_and_has_signature(first_run, mlflow_client
     settings = json.loads(next(f for f in files if f.name == "preprocessing.json").read_text())
     assert settings["classes"] == ["with_mask", "without_mask"]
     assert settings["preprocess"] == {"size": 50, "color_mode": "grayscale"}
+    # the calibration fitted by the version's own run's evaluation
+    run = mlflow_client.get_run(mv.run_id)
+    assert settings["temperature"] == pytest.approx(run.data.metrics["temperature"])
+
+
+def test_champion_probabilities_are_the_keras_output_at_the_stored_temperature(first_run, mlflow_client, tmp_path):
+    """The pyfunc's probability is the model's sigmoid with its logit divided by the stored
+    temperature, computed here from the model's own files without maskcls.inference."""
+    import keras
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from maskcls.config import PreprocessConfig
+    from maskcls.preprocess import preprocess_bytes
+
+    mv = mlflow_client.get_model_version_by_alias(REGISTERED_MODEL_NAME, "champion")
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{REGISTERED_MODEL_NAME}/{mv.version}",
+                                                     dst_path=str(tmp_path)))
+    settings = json.loads((local / "artifacts" / "preprocessing.json").read_text())
+    t = settings["temperature"]
+    # a smoke run has a validation side, so a temperature was fitted (1.0 would prove nothing here)
+    assert t > 0 and t != 1.0, settings
+    images = [p.read_bytes() for p in _some_images()]
+    out = mlflow.pyfunc.load_model(str(local)).predict(pd.DataFrame({"image": images}))
+
+    net = keras.saving.load_model(local / "artifacts" / "model.keras", safe_mode=True, compile=False)
+    pre = PreprocessConfig(**settings["preprocess"])
+    x = np.stack([preprocess_bytes(b, pre) for b in images]).astype(np.float32) / 255.0
+    p1 = np.clip(np.asarray(net(x, training=False), np.float64).reshape(-1), 1e-12, 1 - 1e-12)
+    scaled = 1 / (1 + np.exp(-(np.log(p1) - np.log1p(-p1)) / t))
+    expected_label = np.where(p1 > 0.5, "without_mask", "with_mask")
+    assert list(out["label"]) == list(expected_label)
+    np.testing.assert_allclose(out["probability"], np.maximum(scaled, 1 - scaled), atol=1e-5)
 
 
 def test_predict_cli_labels_files_and_folders_and_reports_unreadable(first_run, tmp_path):

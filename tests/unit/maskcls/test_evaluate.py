@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -140,8 +141,9 @@ def test_write_evaluation_writes_every_file(tmp_path: Path, y, proba, classes, c
         "misclassified.png",
         "training_curves.png",
         "test_predictions.json",
+        "reliability.png",
     }
-    for name in ("confusion_matrix.png", "misclassified.png", "training_curves.png"):
+    for name in ("confusion_matrix.png", "misclassified.png", "training_curves.png", "reliability.png"):
         _assert_png(out / name)
 
     pred = proba.argmax(axis=1)
@@ -174,3 +176,35 @@ def test_write_evaluation_with_nothing_misclassified(tmp_path: Path) -> None:
     _assert_png(tmp_path / "training_curves.png")
     assert json.loads((tmp_path / "confusion_matrix.json").read_text())["matrix"] == [[2, 0], [0, 2]]
     assert result["accuracy"] == 1.0
+    assert result["ece"] == 0.0
+
+
+def test_metrics_include_the_top_label_ece() -> None:
+    # Against a plain loop over 15 equal-width bins (lo, hi] of the top-label confidence.
+    conf = BIN_PROBA.max(axis=1)
+    right = BIN_PROBA.argmax(axis=1) == BIN_Y
+    edges = np.linspace(0, 1, 16)
+    ece = 0.0
+    for lo, hi in itertools.pairwise(edges):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            ece += inside.sum() / len(conf) * abs(right[inside].mean() - conf[inside].mean())
+    m = compute_metrics(BIN_Y, BIN_PROBA, BIN_CLASSES)
+    assert m["ece"] == pytest.approx(ece)
+    assert 0.05 < m["ece"] < 0.5
+
+
+def test_write_evaluation_draws_the_reliability_of_calibrated_and_raw_probabilities(tmp_path: Path) -> None:
+    from maskcls.calibration import apply_temperature
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    raw = np.eye(2)[y] * 0.9 + 0.05
+    raw[:10] = raw[:10, ::-1]  # ten confidently wrong
+    calibrated = apply_temperature(raw, 2.0)
+    images = np.zeros((60, 8, 8, 1), np.uint8)
+    result = write_evaluation(y, calibrated, ["a", "b"], images, [f"{k}.png" for k in range(60)], {"loss": [1.0]},
+                              tmp_path, uncalibrated=raw, temperature=2.0)
+    _assert_png(tmp_path / "reliability.png")
+    assert result == compute_metrics(y, calibrated, ["a", "b"])
+    assert result["accuracy"] == compute_metrics(y, raw, ["a", "b"])["accuracy"]

@@ -68,6 +68,7 @@ def test_write_settings_is_plain_json(saved) -> None:
     settings = json.loads(settings_path.read_text())
     assert settings["classes"] == CLASSES
     assert PreprocessConfig(**settings["preprocess"]) == pre
+    assert settings["temperature"] == 1.0
 
 
 def test_load_restores_preprocessing_and_classes(saved) -> None:
@@ -176,3 +177,63 @@ def test_batches_keep_the_input_order() -> None:
     expected = [CLASSES[1] if v / 255 > 0.5 else CLASSES[0] for v in values]
     expected.insert(3, None)
     assert [r["label"] for r in results] == expected
+
+
+# --- the calibration temperature stored in the model ---------------------------------------------
+
+
+def test_the_stored_temperature_is_applied_to_the_probability(saved, tmp_path) -> None:
+    model_path, _, pre = saved
+    settings_path = tmp_path / "settings.json"
+    write_settings(settings_path, pre, CLASSES, temperature=2.5)
+    assert json.loads(settings_path.read_text())["temperature"] == 2.5
+    clf = Classifier.load(model_path, settings_path)
+    assert clf.temperature == 2.5
+    images = [png(photo(30 + k)) for k in range(6)]
+    x = np.stack([preprocess_bytes(b, pre) for b in images]).astype(np.float32) / 255.0
+    p1 = np.asarray(clf.model(x, training=False), np.float64).reshape(-1)
+    # Independently: the sigmoid's logit divided by T.
+    logit = np.log(p1) - np.log1p(-p1)
+    scaled = 1 / (1 + np.exp(-logit / 2.5))
+    for r, p, q in zip(clf.predict_bytes(images), p1, scaled):
+        assert r["label"] == (CLASSES[1] if p > 0.5 else CLASSES[0])
+        assert r["probability"] == pytest.approx(max(q, 1 - q), abs=1e-6)
+
+
+def test_a_temperature_softens_a_softmax_without_changing_labels() -> None:
+    classes = ["a", "b", "c"]
+
+    def fixed(x: np.ndarray) -> np.ndarray:
+        out = np.tile(np.array([0.1, 0.2, 0.7], np.float32), (len(x), 1))
+        out[x.reshape(len(x), -1).mean(axis=1) < 0.5] = [0.6, 0.3, 0.1]
+        return out
+
+    images = [png(np.full((9, 9), v, np.uint8)) for v in (10, 240)]
+    plain = Classifier(Recorder(fixed), PreprocessConfig(size=8), classes).predict_bytes(images)
+    warm = Classifier(Recorder(fixed), PreprocessConfig(size=8), classes, temperature=2.0).predict_bytes(images)
+    assert [r["label"] for r in warm] == [r["label"] for r in plain] == ["a", "c"]
+    # softmax(log p / 2) = sqrt(p) renormalised
+    assert warm[0]["probability"] == pytest.approx(math.sqrt(0.6) / sum(map(math.sqrt, (0.6, 0.3, 0.1))), abs=1e-6)
+    assert warm[1]["probability"] == pytest.approx(math.sqrt(0.7) / sum(map(math.sqrt, (0.1, 0.2, 0.7))), abs=1e-6)
+    assert plain[1]["probability"] == pytest.approx(0.7)
+
+
+def test_an_old_settings_file_without_a_temperature_loads_uncalibrated(saved, tmp_path) -> None:
+    model_path, settings_path, pre = saved
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"preprocess": pre.model_dump(mode="json"), "classes": CLASSES}))
+    clf = Classifier.load(model_path, old)
+    assert clf.temperature == 1.0
+    images = [png(photo(40 + k)) for k in range(3)]
+    assert clf.predict_bytes(images) == Classifier.load(model_path, settings_path).predict_bytes(images)
+
+
+@pytest.mark.parametrize("bad", [0, -1.5, "2", None, True])
+def test_a_damaged_temperature_is_a_clear_error(saved, tmp_path, bad) -> None:
+    from maskcls.errors import MaskclsError
+
+    model_path, _, pre = saved
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"preprocess": pre.model_dump(mode="json"), "classes": CLASSES, "temperature": bad}))
+    with pytest.raises(MaskclsError, match=r"bad\.json.*temperature"):
+        Classifier.load(model_path, path)

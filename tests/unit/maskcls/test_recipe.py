@@ -85,7 +85,7 @@ def test_flip_averaging_averages_the_image_and_its_mirror() -> None:
     img[:, :5] = 255  # bright left half
     pre = PreprocessConfig(size=10)
     plain = Classifier(Recorder(left_half_bright), pre, ["a", "b"])
-    tta = Classifier(Recorder(left_half_bright), pre, ["a", "b"], InferenceConfig(tta_flip=True))
+    tta = Classifier(Recorder(left_half_bright), pre, ["a", "b"], inference=InferenceConfig(tta_flip=True))
     assert plain.proba(img[None])[0, 1] == pytest.approx(1.0)
     assert tta.proba(img[None])[0, 1] == pytest.approx(0.5)
 
@@ -94,7 +94,7 @@ def test_inference_and_face_crop_settings_round_trip_and_the_scanner_copy_does_n
     pre = PreprocessConfig(size=12, face_crop=True, face_margin=0.2)
     model = build_model(TrainConfig(conv_filters=(2,), dense_units=4, dropout=0.0), (12, 12, 1), 2)
     model.save(tmp_path / "m.keras")
-    write_settings(tmp_path / "s.json", pre, ["a", "b"], InferenceConfig(tta_flip=True))
+    write_settings(tmp_path / "s.json", pre, ["a", "b"], inference=InferenceConfig(tta_flip=True))
     clf = Classifier.load(tmp_path / "m.keras", tmp_path / "s.json")
     assert clf.preprocess == pre and clf.inference.tta_flip
     cut = clf.for_cut_faces()
