@@ -315,6 +315,26 @@ def child_runs(client: MlflowClient, exp_id: str, parent_run_id: str) -> list[Ru
                               max_results=1000)
 
 
+def run_data(run: Run) -> dict[str, Any]:
+    """A run as plain data: id, name, MLflow status, params, metrics (latest values), tags."""
+    return {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+            "params": dict(run.data.params), "metrics": dict(run.data.metrics), "tags": dict(run.data.tags)}
+
+
+@translated()
+def sweep_runs(client: MlflowClient, parent_run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A sweep's parent run and its nested runs, as ``run_data``; TrackingError if there is no such run."""
+    try:
+        parent = client.get_run(parent_run_id)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise TrackingError(f"there is no MLflow run {parent_run_id} in {client.tracking_uri}: give the "
+                            "parent run id a sweep printed (`parent MLflow run ...`)") from None
+    children = child_runs(client, parent.info.experiment_id, parent_run_id)
+    return run_data(parent), [run_data(child) for child in children]
+
+
 # --- registry ---------------------------------------------------------------------------
 
 
