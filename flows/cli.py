@@ -1,4 +1,4 @@
-"""`maskcls` command line: train, predict, sweep, scan, cache prune, stack up|down|status.
+"""`maskcls` command line: train, predict, evaluate, champion, sweep, scan, cache prune, stack up|down|status.
 
 Errors: a ``MaskclsError`` prints its message alone (exit 2 for a ConfigError, else 1);
 the traceback and Prefect's failure reports go to ``$MASKCLS_HOME/logs/maskcls.log``, or
@@ -31,7 +31,7 @@ from typer.exceptions import TyperException
 
 # Only light modules at the top, for a quick `maskcls --help`: the settings (pydantic-settings),
 # Prefect, MLflow, TensorFlow and OpenCV load inside the commands that use them.
-from flows import scan_cli
+from flows import eval_cli, scan_cli
 from maskcls.errors import ConfigError, MaskclsError, OrchestrationError
 from stack import cli as stack_cli
 
@@ -511,6 +511,8 @@ def cache_prune(ctx: typer.Context, dry_run: Annotated[bool, typer.Option("--dry
 
 
 app.command("scan")(scan_cli.scan)
+app.command("evaluate")(eval_cli.evaluate)
+app.add_typer(eval_cli.champion_app, name="champion")
 app.add_typer(stack_cli.app, name="stack")
 
 
