@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from maskcls.errors import ConfigError
-from maskcls.files import image_files, is_image_name, list_dir, read_regular, visible_subdirs
+from maskcls.files import (
+    image_files,
+    is_image_name,
+    list_dir,
+    read_regular,
+    visible_subdirs,
+)
 from maskcls.preprocess import DecodeError, preprocess_bytes
 
 #: `models:/NAME/VERSION` or `models:/NAME@ALIAS`.

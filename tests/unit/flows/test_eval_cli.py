@@ -118,7 +118,7 @@ def test_evaluate_names_the_folders_that_match_no_class(stand_in: list[str], no_
 ])
 def test_argument_errors_stop_before_any_server(args: list[str], message: str, stand_in: list[str],
                                                 no_mlflow: None, tmp_path: Path) -> None:
-    code, out, err = _invoke(*(a.replace("{tmp}", str(tmp_path)) for a in args))
+    code, _, err = _invoke(*(a.replace("{tmp}", str(tmp_path)) for a in args))
     assert code == 2 and message in err, err
     assert "Traceback" not in err
 
