@@ -70,7 +70,8 @@ def set_champion(settings: Settings, name: str, version: str, reason: str) -> di
             # The scanner bundles the two-class classifier's champion (tasks.promotion); another
             # registered model has no scanner following it here.
             scanner = _sync_scanner(client, run_id, classes, log) if name == REGISTERED_MODEL_NAME else {}
-        tracking.set_tags(client, run_id, {"previous_champion": before, **scanner})
+        with tracking.translated():
+            tracking.set_tags(client, run_id, {"previous_champion": before, **scanner})
         ok = True
     finally:
         tracking.end_run(client, run_id, ok)

@@ -330,7 +330,8 @@ def sweep_runs(client: MlflowClient, parent_run_id: str) -> tuple[dict[str, Any]
         if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise
         raise TrackingError(f"there is no MLflow run {parent_run_id} in {client.tracking_uri}: give the "
-                            "parent run id a sweep printed (`parent MLflow run ...`)") from None
+                            "parent run id a sweep printed (`parent MLflow run ...`), with MLFLOW_TRACKING_URI "
+                            "set to the MLflow server it logged to") from None
     children = child_runs(client, parent.info.experiment_id, parent_run_id)
     return run_data(parent), [run_data(child) for child in children]
 

@@ -150,3 +150,36 @@ def test_champion_set_to_a_missing_version_lists_those_that_exist(registry: Path
     assert code == 1 and "there is no registered model nope" in err and "(registered: m)" in err
     code, out, _ = _invoke("champion", "show", "--model", "m")
     assert code == 1 and "m has no champion yet" in out
+
+
+def test_sweep_from_run_exports_an_existing_sweep_from_mlflow_alone(registry: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    from tasks import tracking
+
+    monkeypatch.setenv("MASKCLS_HOME", str(registry))
+    settings = config.Settings.from_env({"MASKCLS_HOME": str(registry)})
+    client = MlflowClient(settings.tracking_uri)
+    parent = tracking.create_run(client, settings, "sweep-x", {"sweep": "true"})
+    tracking.log_params(client, parent, {"sweep.grid": json.dumps({"train.learning_rate": [0.001, 0.003]}),
+                                         "sweep.profile": "smoke"})
+    children = {}
+    for lr, loss, accuracy in (("0.001", 0.5, 0.99), ("0.003", 0.3, 0.90)):
+        child = tracking.create_run(client, settings, f"point-{lr}", {"mlflow.parentRunId": parent,
+                                                                      "dataset_fingerprint": "fp"})
+        tracking.log_params(client, child, {"train.learning_rate": lr})
+        tracking.log_metrics(client, child, {"best_val_loss": loss, "test_accuracy": accuracy})
+        tracking.end_run(client, child, True)
+        children[lr] = child
+    target = tmp_path / "experiments" / "lr.json"
+    code, out, err = _invoke("sweep", "--from-run", parent, "--export", str(target))
+    assert code == 0, err
+    assert f"best (lowest validation loss): {children['0.003']}" in out
+    document = json.loads(target.read_text())
+    assert [c["run_id"] for c in document["candidates"]] == [children["0.003"], children["0.001"]]
+    assert document["candidates"][0]["git_commit"] == tracking.git_commit()
+    assert document["dataset_fingerprints"] == ["fp"]
+    # A run that is not a sweep's parent is named as such.
+    code, _, err = _invoke("sweep", "--from-run", children["0.001"], "--export", str(target))
+    assert code == 1 and "is not a sweep's parent run" in err
