@@ -1,4 +1,4 @@
-"""`maskcls` command line: train, predict, sweep, scan, cache prune, stack up|down|status.
+"""`maskcls` command line: train, predict, evaluate, champion, sweep, scan, cache prune, stack up|down|status.
 
 Errors: a ``MaskclsError`` prints its message alone (exit 2 for a ConfigError, else 1);
 the traceback and Prefect's failure reports go to ``$MASKCLS_HOME/logs/maskcls.log``, or
@@ -31,7 +31,7 @@ from typer.exceptions import TyperException
 
 # Only light modules at the top, for a quick `maskcls --help`: the settings (pydantic-settings),
 # Prefect, MLflow, TensorFlow and OpenCV load inside the commands that use them.
-from flows import scan_cli
+from flows import eval_cli, scan_cli
 from maskcls.errors import ConfigError, MaskclsError, OrchestrationError
 from stack import cli as stack_cli
 
@@ -372,9 +372,9 @@ SWEEP_HELP = (
 @app.command(help=SWEEP_HELP)
 def sweep(
     ctx: typer.Context,
-    grid: Annotated[list[str], typer.Option("--grid", help="A setting and the values to try: section.field=v1,v2 "
-                                            "(repeatable; every combination is one run), e.g. "
-                                            "--grid train.learning_rate=1e-3,3e-4")],
+    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="A setting and the values to try: "
+                                                      "section.field=v1,v2 (repeatable; every combination is "
+                                                      "one run), e.g. --grid train.learning_rate=1e-3,3e-4")] = None,
     profile: Annotated[str, typer.Option(help="default | seed | smoke")] = "default",
     source: Annotated[Optional[str], typer.Option(help="Folder, zip or http(s) URL of a zip "
                                                   "(default: the workers' MASKCLS_DATA_SOURCE)")] = None,
@@ -384,11 +384,30 @@ def sweep(
                                                       "section.field=value (repeatable)")] = None,
     timeout_minutes: Annotated[float, typer.Option(help="Give up and cancel unfinished runs after this")] = 720,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+    export: Annotated[Optional[Path], typer.Option("--export", help="Write the candidates (params, metrics, run "
+                                                   "ids, commit, dataset fingerprint, rank) to this JSON file, "
+                                                   "e.g. docs/experiments/NAME.json")] = None,
+    from_run: Annotated[Optional[str], typer.Option("--from-run", help="Train nothing: export the sweep whose "
+                                                    "parent MLflow run is this (with --export)")] = None,
 ) -> None:
     """Train every combination of a grid on the stack's workers (help: SWEEP_HELP)."""
     from maskcls.config import parse_overrides
 
     run: _Run = ctx.obj
+    if export is not None and export.is_dir():
+        raise ConfigError(f"--export {export} is a folder: give the JSON file to write, e.g. {export}/NAME.json")
+    if from_run is not None:
+        if export is None or grid:
+            raise ConfigError("--from-run exports an existing sweep: give it with --export FILE and without --grid")
+        from tasks.sweep import export_sweep
+
+        _route_logging(run)
+        document = export_sweep(run.settings, from_run, export)
+        _print_export(document, export)
+        return
+    if not grid:
+        raise ConfigError("give at least one --grid section.field=v1,v2 (or --from-run RUN_ID --export FILE to "
+                          "export an existing sweep)")
     _stack_env()
     fixed = parse_overrides(set_)
     from flows.sweep import sweep_flow
@@ -400,25 +419,49 @@ def sweep(
     err.print(f"sweep on {os.environ['PREFECT_API_URL']}, MLflow {os.environ.get('MLFLOW_TRACKING_URI', '(local)')}")
     result = sweep_flow(grid=parsed, profile=profile, source=source, max_images=max_images, epochs=epochs,
                         overrides=_as_flow_overrides(fixed), timeout_minutes=timeout_minutes)
+    document = None
+    if export is not None:
+        from maskcls.config import Settings
+        from tasks.sweep import export_sweep
+
+        document = export_sweep(Settings.from_env(), result["mlflow_run_id"], export)
     if json_out:
         print(json.dumps(result, indent=2, default=str))
         return
     from rich.table import Table
 
-    table = Table("#", *(k.split(".")[-1] for k in parsed), "state", "test acc", "version", "promotion",
-                  "data cached")
+    from maskcls.sweep import RANKING_RULE
+
+    origin = any(row.get("origin_recall_min") is not None for row in result["points"])
+    table = Table("#", *(k.split(".")[-1] for k in parsed), "state", "rank", "val loss",
+                  *(["worst origin recall"] if origin else []), "test acc", "version", "promotion", "data cached",
+                  caption=f"ranked by {RANKING_RULE}")
     for row in result["points"]:
-        acc = row.get("test_accuracy")
-        table.add_row(str(row["point"]), *(str(row[k]) for k in parsed), row["state"],
-                      "" if acc is None else f"{acc:.4f}", row.get("model_version") or "",
+        table.add_row(str(row["point"]), *(str(row[k]) for k in parsed), row["state"], _cell(row.get("rank")),
+                      _cell(row.get("val_loss")), *([_cell(row.get("origin_recall_min"))] if origin else []),
+                      _cell(row.get("test_accuracy")), row.get("model_version") or "",
                       row.get("promotion") or "", f"{row['data_stages_cached']} stages")
     Console().print(table)
+    if document is not None:
+        _print_export(document, export)
     champion = result["champion"]
     Console().print(
         f"[bold green]done[/] parent MLflow run {result['mlflow_run_id']} | champion: "
         + ("none" if champion is None else
            f"version {champion['version']} ({'from this sweep' if champion['from_sweep'] else 'unchanged'})")
     )
+
+
+def _cell(value: Any) -> str:
+    """A table cell: a float to 4 decimals, nothing for None."""
+    return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _print_export(document: dict[str, Any], path: Path) -> None:
+    best = document["best_run_id"]
+    Console().print(f"exported {len(document['candidates'])} candidates of sweep {document['parent_run_id']} to "
+                    f"{path} | best (lowest validation loss): {best or 'none had a validation loss'}",
+                    highlight=False)
 
 
 def _stack_env() -> None:
@@ -468,6 +511,8 @@ def cache_prune(ctx: typer.Context, dry_run: Annotated[bool, typer.Option("--dry
 
 
 app.command("scan")(scan_cli.scan)
+app.command("evaluate")(eval_cli.evaluate)
+app.add_typer(eval_cli.champion_app, name="champion")
 app.add_typer(stack_cli.app, name="stack")
 
 

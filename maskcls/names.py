@@ -35,5 +35,11 @@ DEPLOYMENTS = (
 SCAN_EXPERIMENT = "face-mask-scans"
 SCANNER_MODELS = {2: "face-mask-scanner", 3: "face-mask-scanner-3class"}
 
+#: `maskcls evaluate --log`: one run per scoring of a model version on a user's labelled folders.
+EVALUATION_EXPERIMENT = "face-mask-evaluations"
+#: `maskcls champion set`: one run per alias moved by hand (who, why, from which version), into
+#: which the scanner that follows the new champion is logged.
+CHAMPION_EXPERIMENT = "face-mask-champion-changes"
+
 #: flows/deploy.py's option that creates the work pool only (the stack runs it before workers start).
 POOL_ONLY_FLAG = "--pool-only"

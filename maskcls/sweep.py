@@ -20,7 +20,17 @@ DEFAULT_GRID: dict[str, list[Any]] = {"train.learning_rate": [1e-3, 3e-4]}
 MAX_POINTS = 64
 #: The training flow's stages that read only data, in order: what points with the same data share.
 DATA_STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES if s.data)
-METRIC_COLUMNS = ("test_accuracy", "test_f1", "test_roc_auc")
+#: A point's columns from its run's metrics. `val_loss` ranks the points; the test side's figures
+#: are shown and never used to pick (choosing by them would make the test side a validation side).
+METRIC_COLUMNS = ("val_loss", "test_accuracy", "test_f1", "test_roc_auc")
+#: The run metric holding the lowest validation loss over its epochs (tasks/log_run.py logs it);
+#: runs without it fall back to `val_loss`, the last epoch's.
+BEST_VAL_LOSS = "best_val_loss"
+#: Per-family recall on a held-out origin family, when a run scores one (`origin_recall_<family>`).
+ORIGIN_RECALL_PREFIX = "origin_recall_"
+#: How a sweep picks its best point, as a person reads it (the summary, the export).
+RANKING_RULE = ("lowest validation loss (best epoch's val_loss); a tie goes to the higher worst held-out-origin "
+                "recall; test metrics are reported, never used to pick")
 
 
 class SweepError(OrchestrationError):
@@ -159,6 +169,41 @@ def plan_sweep(grid: Mapping[str, list[Any]] | None, profile: str, source: str |
 # --------------------------------------------------------------------------- the summary
 
 
+def validation_loss(metrics: Mapping[str, float]) -> float | None:
+    """A run's validation loss: its best epoch's (`best_val_loss`), else the last epoch's (`val_loss`)."""
+    for key in (BEST_VAL_LOSS, "val_loss"):
+        value = metrics.get(key)
+        if value is not None and value == value:  # NaN: not a loss
+            return float(value)
+    return None
+
+
+def worst_origin_recall(metrics: Mapping[str, float]) -> float | None:
+    """The lowest `origin_recall_<family>` of a run (None: it scored no held-out origin)."""
+    values = [float(v) for k, v in metrics.items() if k.startswith(ORIGIN_RECALL_PREFIX) and v == v]
+    return min(values) if values else None
+
+
+def rank_key(val_loss: float | None, origin_recall_min: float | None) -> tuple[float, float] | None:
+    """Sort key of a candidate (smaller ranks first); None: it has no validation loss, so no rank."""
+    if val_loss is None:
+        return None
+    return val_loss, -(origin_recall_min if origin_recall_min is not None else 0.0)
+
+
+def rank(items: Sequence[dict[str, Any]], val_loss: str = "val_loss",
+         origin_recall_min: str = "origin_recall_min") -> list[dict[str, Any]]:
+    """The items that have a validation loss, best first, each given its ``rank`` (1 = best);
+    the others get ``rank`` None. ``items`` keep their order; the ranked list is returned."""
+    keyed = [(rank_key(item.get(val_loss), item.get(origin_recall_min)), k, item) for k, item in enumerate(items)]
+    ranked = sorted((entry for entry in keyed if entry[0] is not None), key=lambda e: (e[0], e[1]))
+    for _, _, item in keyed:
+        item["rank"] = None
+    for position, (_, _, item) in enumerate(ranked, start=1):
+        item["rank"] = position
+    return [item for _, _, item in ranked]
+
+
 def point_row(index: int, point: Mapping[str, Any], flow_run: str, state: str, run_id: str | None,
               metrics: Mapping[str, float], tags: Mapping[str, str], stages: Mapping[str, str]) -> dict[str, Any]:
     """One row of the summary: a point's settings, flow run, state, nested MLflow run, metrics, registration."""
@@ -169,6 +214,8 @@ def point_row(index: int, point: Mapping[str, Any], flow_run: str, state: str, r
         "state": state,
         "mlflow_run_id": run_id,
         **{m: metrics.get(m) for m in METRIC_COLUMNS},
+        "val_loss": validation_loss(metrics),
+        "origin_recall_min": worst_origin_recall(metrics),
         "model_version": tags.get("model_version"),
         "promotion": tags.get("promotion"),
         "data_stages_cached": sum(stages.get(s) == "Cached" for s in DATA_STAGE_NAMES),
@@ -190,8 +237,11 @@ def summarize(rows: list[dict[str, Any]], parent_run_id: str, champion: tuple[st
             f"the points completed but none of their MLflow runs is nested under {parent_run_id} in "
             f"{tracking_uri}: the workers log to another MLflow (set MLFLOW_TRACKING_URI to theirs)"
         )
-    scored = [row for row in completed if row.get("test_accuracy") is not None]
-    best = max(scored, key=lambda r: (r["test_accuracy"], r.get("test_roc_auc") or 0.0), default=None)
+    # Ranked by validation loss alone (then held-out-origin recall): never by a test figure.
+    for row in rows:
+        row["rank"] = None
+    ranked = rank(completed)
+    best = ranked[0] if ranked else None
     return {
         "mlflow_run_id": parent_run_id,
         "points": rows,
@@ -217,7 +267,8 @@ def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
         "n_points": len(rows), "n_completed": len(rows) - summary["n_failed"], "n_failed": summary["n_failed"],
     }
     if best is not None:
-        metrics.update({f"best_{m}": best[m] for m in METRIC_COLUMNS if best.get(m) is not None})
+        metrics.update({f"best_{m}": best[m] for m in (*METRIC_COLUMNS, "origin_recall_min")
+                        if best.get(m) is not None})
     return metrics
 
 
@@ -243,16 +294,19 @@ def _fmt(value: Any) -> str:
 def summary_markdown(summary: Mapping[str, Any], keys: Sequence[str], link: str) -> str:
     """The sweep's summary for Prefect's markdown artifact: best point, champion, one table row per point."""
     rows = summary["points"]
-    columns = ["point", *keys, "state", *METRIC_COLUMNS, "model_version", "promotion", "data_stages_cached",
+    columns = ["point", *keys, "state", "rank", *METRIC_COLUMNS,
+               *(["origin_recall_min"] if any(row.get("origin_recall_min") is not None for row in rows) else []),
+               "model_version", "promotion", "data_stages_cached",
                "flow_run"]
     table = "\n".join(
         ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         + ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
     )
     best, champion = summary["best"], summary["champion"]
-    best_line = ("no point completed" if best is None else
+    best_line = ("no completed point logged a validation loss" if best is None else
                  f"best point: **{best['point']}** ({', '.join(f'{k}={best[k]}' for k in keys)}), "
-                 f"test_accuracy {_fmt(best['test_accuracy'])}, version {best['model_version'] or '-'}")
+                 f"val_loss {_fmt(best['val_loss'])}, test_accuracy {_fmt(best['test_accuracy'])}, "
+                 f"version {best['model_version'] or '-'}")
     if champion is None:
         champion_line = "no champion"
     else:
@@ -262,6 +316,7 @@ def summary_markdown(summary: Mapping[str, Any], keys: Sequence[str], link: str)
     return f"""# maskcls sweep: {len(rows)} points
 
 {best_line}; {champion_line}.
+Points are ranked by {RANKING_RULE}.
 Each point registered its model and moved `champion` only if it beat the one standing
 (test accuracy on test images unseen by both, by at least `promotion_min_delta`).
 
@@ -269,3 +324,68 @@ Parent MLflow run: {link_md}
 
 {table}
 """
+
+
+# --------------------------------------------------------------------------- the export
+
+#: The export's format tag: what a reader of docs/experiments/*.json may rely on.
+EXPORT_FORMAT = "maskcls-sweep-export/1"
+
+
+def export_candidate(run: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """One nested run as data: its point, ranking figures, provenance, and every param and metric.
+
+    ``run``: ``run_id``, ``run_name``, ``status`` (MLflow's), ``params``, ``metrics``, ``tags``.
+    """
+    params, metrics, tags = run["params"], run["metrics"], run["tags"]
+    return {
+        "rank": None,
+        "run_id": run["run_id"],
+        "run_name": run.get("run_name"),
+        "status": run["status"],
+        "point": {key: params.get(key) for key in keys},
+        "val_loss": validation_loss(metrics),
+        "origin_recall_min": worst_origin_recall(metrics),
+        "origin_recall": {k.removeprefix(ORIGIN_RECALL_PREFIX): float(v) for k, v in sorted(metrics.items())
+                          if k.startswith(ORIGIN_RECALL_PREFIX)},
+        **{m: metrics.get(m) for m in METRIC_COLUMNS if m != "val_loss"},
+        "model_version": tags.get("model_version"),
+        "promotion": tags.get("promotion"),
+        "git_commit": tags.get("git_commit"),
+        "code_version": tags.get("code_version"),
+        "dataset_fingerprint": tags.get("dataset_fingerprint") or params.get("dataset_fingerprint"),
+        "params": dict(sorted(params.items())),
+        "metrics": {k: float(v) for k, v in sorted(metrics.items())},
+    }
+
+
+def export_document(parent: Mapping[str, Any], children: Sequence[Mapping[str, Any]], tracking_uri: str,
+                    exported_at: str) -> dict[str, Any]:
+    """A sweep's candidates as data (for docs/experiments/NAME.json), ranked by ``RANKING_RULE``.
+
+    ``parent`` and each of ``children`` are runs as ``export_candidate`` takes them. Only
+    FINISHED runs are ranked; the others are listed after them with ``rank`` None.
+    """
+    grid = json.loads(parent["params"].get("sweep.grid", "{}"))
+    keys = list(grid)
+    candidates = [export_candidate(child, keys) for child in children]
+    ranked = rank([c for c in candidates if c["status"] == "FINISHED"])
+    rest = sorted((c for c in candidates if c["rank"] is None), key=lambda c: (c["run_name"] or "", c["run_id"]))
+    fixed = {k.removeprefix("sweep.fixed."): v for k, v in sorted(parent["params"].items())
+             if k.startswith("sweep.fixed.")}
+    return {
+        "format": EXPORT_FORMAT,
+        "parent_run_id": parent["run_id"],
+        "parent_run_name": parent.get("run_name"),
+        "parent_status": parent["status"],
+        "tracking_uri": tracking_uri,
+        "exported_at": exported_at,
+        "profile": parent["params"].get("sweep.profile"),
+        "grid": grid,
+        "fixed": fixed,
+        "git_commit": parent["tags"].get("git_commit"),
+        "ranking": RANKING_RULE,
+        "best_run_id": ranked[0]["run_id"] if ranked else None,
+        "dataset_fingerprints": sorted({c["dataset_fingerprint"] for c in candidates if c["dataset_fingerprint"]}),
+        "candidates": [*ranked, *rest],
+    }

@@ -48,8 +48,11 @@ def log_results(run_id: str, settings: Settings, model: ModelRecord, evaluation:
     client = tracking.configure(settings)
     if model.trained_in_run != run_id:
         tracking.log_history(client, run_id, model.history)
+    val_losses = [v for v in model.history.get("val_loss", []) if v == v]
     tracking.log_metrics(client, run_id, {
         **evaluation.metrics, "train_samples_per_s": model.samples_per_s,
+        # What a sweep ranks by (maskcls.sweep.BEST_VAL_LOSS): the best epoch's, not the last one's.
+        **({"best_val_loss": min(val_losses)} if val_losses else {}),
     })
     tracking.log_params(client, run_id, {"n_params": model.n_params})
     for name, ref in evaluation.files.items():

@@ -9,8 +9,11 @@ markdown) is ``maskcls.sweep``; the requests are ``tasks.tracking`` and ``tasks.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -20,10 +23,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 
 from maskcls.config import Settings
-from maskcls.errors import OrchestrationError, TrackingError
+from maskcls.errors import ConfigError, OrchestrationError, TrackingError
 from maskcls.sweep import (
     SweepError,
     SweepPlan,
+    export_document,
     point_label,
     point_row,
     summarize,
@@ -214,3 +218,25 @@ def log_summary(settings: Settings, plan: SweepPlan, parent: ParentRun, summary:
     tracking.log_metrics(client, parent.run_id, summary_metrics(summary))
     create_markdown_artifact(markdown=summary_markdown(summary, plan.keys, parent.url), key="sweep-summary",
                              description="maskcls sweep summary")
+
+
+def export_sweep(settings: Settings, parent_run_id: str, path: Path) -> dict[str, Any]:
+    """Write sweep ``parent_run_id``'s candidates to ``path`` as JSON (``maskcls.sweep.export_document``)
+    and return the document. A plain function (no task): it also serves `maskcls sweep --from-run`."""
+    from maskcls.store import atomic_write_bytes
+
+    client = tracking.configure(settings)
+    parent, children = tracking.sweep_runs(client, parent_run_id)
+    if parent["tags"].get("sweep") != "true":
+        raise SweepError(f"MLflow run {parent_run_id} is not a sweep's parent run (no tag sweep=true): give the "
+                         "id `maskcls sweep` printed as its parent MLflow run")
+    if not children:
+        raise SweepError(f"no MLflow run is nested under sweep {parent_run_id} in {settings.tracking_uri}: "
+                         "its points never started, or logged to another MLflow")
+    document = export_document(parent, children, settings.tracking_uri,
+                               datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    try:
+        atomic_write_bytes(path, (json.dumps(document, indent=2) + "\n").encode())
+    except OSError as exc:
+        raise ConfigError(f"cannot write the sweep export {path}: {exc.strerror or exc}") from None
+    return document

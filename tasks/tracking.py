@@ -315,6 +315,27 @@ def child_runs(client: MlflowClient, exp_id: str, parent_run_id: str) -> list[Ru
                               max_results=1000)
 
 
+def run_data(run: Run) -> dict[str, Any]:
+    """A run as plain data: id, name, MLflow status, params, metrics (latest values), tags."""
+    return {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+            "params": dict(run.data.params), "metrics": dict(run.data.metrics), "tags": dict(run.data.tags)}
+
+
+@translated()
+def sweep_runs(client: MlflowClient, parent_run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A sweep's parent run and its nested runs, as ``run_data``; TrackingError if there is no such run."""
+    try:
+        parent = client.get_run(parent_run_id)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise TrackingError(f"there is no MLflow run {parent_run_id} in {client.tracking_uri}: give the "
+                            "parent run id a sweep printed (`parent MLflow run ...`), with MLFLOW_TRACKING_URI "
+                            "set to the MLflow server it logged to") from None
+    children = child_runs(client, parent.info.experiment_id, parent_run_id)
+    return run_data(parent), [run_data(child) for child in children]
+
+
 # --- registry ---------------------------------------------------------------------------
 
 
@@ -575,6 +596,74 @@ def registered_model_files(settings: Settings) -> set[str]:
             except (MlflowException, OSError):
                 continue
     return keep
+
+
+def load_classifier(settings: Settings, uri: str) -> Any:
+    """The ``maskcls.inference.Classifier`` inside the pyfunc at ``uri``: its Keras model, its own
+    preprocessing and class names (what `maskcls evaluate` scores with)."""
+    python_model = load_model(settings, uri).unwrap_python_model()
+    classifier = getattr(python_model, "classifier", None)
+    if classifier is None or not callable(getattr(classifier, "proba", None)):
+        raise TrackingError(f"model {uri} is not a face-mask classifier (it holds no maskcls Classifier): give a "
+                            f"{REGISTERED_MODEL_NAME} version, e.g. models:/{REGISTERED_MODEL_NAME}@{CHAMPION_ALIAS}")
+    return classifier
+
+
+@translated()
+def model_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
+    """Every version of registered model ``name``, oldest first; TrackingError if there is no such model."""
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        names = sorted(m.name for m in client.search_registered_models(max_results=100))
+        raise TrackingError(f"there is no registered model {name} in {client.tracking_uri} (registered: "
+                            f"{', '.join(names) or 'none'})") from None
+    return sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+
+
+def model_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
+    """Version ``version`` of ``name``; TrackingError listing the versions that exist when it does not."""
+    versions = model_versions(client, name)
+    for mv in versions:
+        if str(mv.version) == str(version):
+            return mv
+    raise TrackingError(f"{name} has no version {version} in {client.tracking_uri}; its versions: "
+                        f"{', '.join(str(v.version) for v in versions) or 'none'}")
+
+
+@translated()
+def alias_version(client: MlflowClient, name: str, alias: str = CHAMPION_ALIAS) -> ModelVersion | None:
+    """The version of ``name`` that ``alias`` points to (None: no such alias or model)."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+@translated()
+def move_alias(client: MlflowClient, name: str, version: str, tags: dict[str, str],
+               alias: str = CHAMPION_ALIAS) -> None:
+    """Point ``alias`` of ``name`` at ``version`` and tag that version with ``tags``."""
+    client.set_registered_model_alias(name, alias, str(version))
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, value)
+
+
+@translated()
+def version_classes(client: MlflowClient, name: str, version: ModelVersion) -> list[str]:
+    """The class names of a version: its run's `classes` param, else its own preprocessing.json."""
+    if version.run_id:
+        classes = client.get_run(version.run_id).data.params.get("classes")
+        if classes:
+            return classes.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version.version}/artifacts/preprocessing.json", dst_path=tmp)
+        return list(json.loads(Path(local).read_text())["classes"])
 
 
 # --- used by the scan flow ---

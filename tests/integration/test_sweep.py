@@ -70,7 +70,7 @@ def sweep(top: pg_util.Topology) -> dict[str, Any]:
     env = {**os.environ, **top.env()}
     result = subprocess.run(
         [sys.executable, "-m", "flows.cli", "sweep", "--grid", f"train.learning_rate={','.join(RATES)}",
-         "--profile", "smoke", "--json"],
+         "--profile", "smoke", "--json", "--export", str(top.root / "export.json")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=480,
     )
     top.seen |= top.all_processes()
@@ -107,9 +107,23 @@ def test_sweep_nests_two_points_shares_data_stages_and_promotes_by_the_rule(
         assert child.data.tags["promotion"] in ("promoted", "not_better")
     # The summary table and best point are on the parent run.
     assert "sweep_summary.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
-    best = max(points, key=lambda p: p["test_accuracy"])
+    # The best point is the one with the lowest validation loss, whatever its test accuracy.
+    assert all(p["val_loss"] is not None for p in points), points
+    best = min(points, key=lambda p: p["val_loss"])
+    assert best["rank"] == 1 and parent.data.tags["best_run_id"] == best["mlflow_run_id"]
+    assert parent.data.metrics["best_val_loss"] == pytest.approx(best["val_loss"])
     assert parent.data.metrics["best_test_accuracy"] == pytest.approx(best["test_accuracy"])
     assert parent.data.metrics["n_completed"] == 2 and parent.data.metrics["n_failed"] == 0
+    # --export wrote the candidates as data, in the same order, with what made them.
+    export = json.loads((top.root / "export.json").read_text())
+    assert export["parent_run_id"] == parent.info.run_id and export["best_run_id"] == best["mlflow_run_id"]
+    assert [c["run_id"] for c in export["candidates"]] == [
+        p["mlflow_run_id"] for p in sorted(points, key=lambda p: p["rank"])]
+    for candidate in export["candidates"]:
+        child = by_id[candidate["run_id"]]
+        assert candidate["git_commit"] == child.data.tags["git_commit"] != "unknown"
+        assert candidate["dataset_fingerprint"] == child.data.tags["dataset_fingerprint"]
+        assert candidate["params"] == child.data.params and candidate["metrics"]["best_val_loss"] > 0
 
     # Prefect: the sweep's flow run, with the points as child runs of the sweep-member deployment.
     sweep_run_id = parent.data.tags["prefect_flow_run_id"]
