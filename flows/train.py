@@ -63,7 +63,7 @@ def train_flow(
         augmented = stage(augment, arrays, config.augment, settings)
         log_data(run_id, settings, source, raw, manifest, sides, augmented)
         model = stage(train, arrays, augmented, config.train, settings, run_id)
-        evaluation = stage(evaluate, model, arrays, settings)
+        evaluation = stage(evaluate, model, arrays, config.inference, settings)
         log_results(run_id, settings, model, evaluation)
         registered = stage(register, model, evaluation, arrays, config, settings, run_id, settings.tracking_uri)
         cached, states = stage.all_cached(), stage.state_names()

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from maskcls.config import PreprocessConfig
+from maskcls.config import InferenceConfig, PreprocessConfig
 from maskcls.errors import ConfigError
 from maskcls.preprocess import DecodeError, preprocess_bytes
 
@@ -46,11 +46,12 @@ class Classifier:
     """A trained Keras model with its preprocessing settings, class names and calibration temperature."""
 
     def __init__(self, model: Any, preprocess: PreprocessConfig, classes: Sequence[str],
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, inference: InferenceConfig | None = None) -> None:
         self.model = model
         self.preprocess = preprocess
         self.classes = list(classes)
         self.temperature = float(temperature)
+        self.inference = inference or InferenceConfig()
 
     @classmethod
     def load(cls, model_path: Path | str, settings_path: Path | str) -> "Classifier":
@@ -67,12 +68,22 @@ class Classifier:
             raise ConfigError(f"{settings_path}: temperature {temperature!r} is not a positive number; "
                               "the model's settings file is damaged: register the model again")
         model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
-        return cls(model, PreprocessConfig(**settings["preprocess"]), settings["classes"], temperature)
+        # A settings file written before a setting existed loads with its default.
+        return cls(model, PreprocessConfig(**settings["preprocess"]), settings["classes"], temperature,
+                   InferenceConfig(**settings.get("inference", {})))
+
+    def for_cut_faces(self) -> "Classifier":
+        """This classifier for images that already are face crops (the scanner's): no second face crop."""
+        return Classifier(self.model, self.preprocess.model_copy(update={"face_crop": False}), self.classes,
+                          self.temperature, self.inference)
 
     def proba(self, batch_uint8: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities (n, n_classes) of a uint8 batch."""
         x = batch_uint8.astype(np.float32) / 255.0
-        return apply_temperature(probability_columns(self.model(x, training=False)), self.temperature)
+        p = probability_columns(self.model(x, training=False))
+        if self.inference.tta_flip:  # the mean of the image's and its mirror's probabilities
+            p = (p + probability_columns(self.model(x[:, :, ::-1], training=False))) / 2
+        return apply_temperature(p, self.temperature)
 
     def predict_bytes(self, images: Sequence[bytes], batch_size: int = 256) -> list[dict[str, Any]]:
         """One dict per image: ``label`` and ``probability`` (of that label), or ``error``."""
@@ -93,7 +104,9 @@ class Classifier:
         return results
 
 
-def write_settings(path: Path, preprocess: PreprocessConfig, classes: Sequence[str], temperature: float = 1.0) -> None:
-    """The model's settings file: preprocessing, class names and the calibration temperature."""
+def write_settings(path: Path, preprocess: PreprocessConfig, classes: Sequence[str], temperature: float = 1.0,
+                   inference: InferenceConfig | None = None) -> None:
+    """The model's settings file: preprocessing, class names, the calibration temperature and how to apply it."""
     path.write_text(json.dumps({"preprocess": preprocess.model_dump(mode="json"), "classes": list(classes),
-                                "temperature": float(temperature)}, indent=2))
+                                "temperature": float(temperature),
+                                "inference": (inference or InferenceConfig()).model_dump(mode="json")}, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -80,8 +81,32 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
 
 
+_detectors = threading.local()
+
+
+def largest_face_crop(img: np.ndarray, margin: float) -> np.ndarray:
+    """The image cut to its largest detected face grown by ``margin``; the whole image if none is found.
+
+    The detector (``maskcls.detect``, the scanner's own, with its default settings) is made once per
+    thread: it is not thread-safe.
+    """
+    from maskcls.detect import FaceDetector, crop_box
+
+    detector = getattr(_detectors, "detector", None)
+    if detector is None:
+        detector = _detectors.detector = FaceDetector()
+    faces = detector.detect(img)
+    if not faces:
+        return img
+    face = max(faces, key=lambda f: f.w * f.h)
+    x, y, w, h = crop_box(face, margin, img.shape[1], img.shape[0])
+    return img[y : y + h, x : x + w]
+
+
 def to_model_input(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """One decoded image -> (size, size, channels) uint8, as the model sees it before scaling."""
+    if cfg.face_crop:
+        img = largest_face_crop(img, cfg.face_margin)
     if cfg.color_mode == "grayscale":
         img = to_gray(img)
     elif img.ndim == 2:

@@ -35,7 +35,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("preprocess", "tasks.preprocess", ("preprocess",), data=True),
     Stage("augment", "tasks.augment", ("augment",), data=True),
     Stage("train", "tasks.train", ("train",), data=False),
-    Stage("evaluate", "tasks.evaluate", (), data=False),
+    Stage("evaluate", "tasks.evaluate", ("inference",), data=False),
     Stage("register", "tasks.register", (), data=False,
           loaded_by_path=("tasks.pyfunc_model", "tasks.scanner_model")),
 )

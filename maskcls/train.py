@@ -22,6 +22,30 @@ from maskcls.model import build_model, compile_model
 LogFn = Callable[[str], None]
 
 
+def augmenter(cfg: TrainConfig) -> keras.Sequential | None:
+    """The on-the-fly photometric and geometric augmentation of ``cfg`` (on batches in [0, 1]), or None."""
+    steps: list[keras.layers.Layer] = []
+    seed = cfg.seed
+    if cfg.aug_rotation > 0:
+        steps.append(keras.layers.RandomRotation(cfg.aug_rotation / 360.0, fill_mode="reflect", seed=seed))
+    if cfg.aug_zoom > 0:
+        steps.append(keras.layers.RandomZoom((-cfg.aug_zoom, cfg.aug_zoom), fill_mode="reflect", seed=seed + 1))
+    if cfg.aug_brightness > 0:
+        steps.append(keras.layers.RandomBrightness(cfg.aug_brightness, value_range=(0.0, 1.0), seed=seed + 2))
+    if cfg.aug_contrast > 0:
+        steps.append(keras.layers.RandomContrast(cfg.aug_contrast, value_range=(0.0, 1.0), seed=seed + 3))
+    if cfg.aug_blur > 0:
+        steps.append(keras.layers.RandomGaussianBlur(factor=cfg.aug_blur, kernel_size=3, sigma=(0.1, 1.5),
+                                                     value_range=(0.0, 1.0), seed=seed + 4))
+    return keras.Sequential(steps, name="online_augmentation") if steps else None
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Inverse class frequency, scaled so that the weights average 1 over the samples."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    return {k: float(len(y) / (n_classes * c)) if c else 0.0 for k, c in enumerate(counts)}
+
+
 def make_dataset(
     x: np.ndarray,
     y: np.ndarray,
@@ -30,6 +54,7 @@ def make_dataset(
     shuffle: bool,
     seed: int,
     n_classes: int,
+    augment: keras.Sequential | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 in [0, 1], label) gathered from a uint8 array (a memmap is fine).
 
@@ -57,7 +82,10 @@ def make_dataset(
     ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
 
     def scale(xb: tf.Tensor, yb: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return tf.cast(xb, tf.float32) * (1.0 / 255.0), yb
+        xb = tf.cast(xb, tf.float32) * (1.0 / 255.0)
+        if augment is not None:
+            xb = tf.clip_by_value(augment(xb, training=True), 0.0, 1.0)
+        return xb, yb
 
     return ds.map(scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
@@ -113,21 +141,37 @@ def train_model(
 ) -> dict[str, Any]:
     """Train the configured CNN and save it to ``out_path`` (.keras); returns the history."""
     keras.utils.set_random_seed(cfg.seed)
-    model = compile_model(build_model(cfg, tuple(x_train.shape[1:]), n_classes), cfg, n_classes)
-    train_ds = make_dataset(x_train, y_train, cfg.batch_size, shuffle=True, seed=cfg.seed, n_classes=n_classes)
+    steps_per_epoch = -(-len(x_train) // cfg.batch_size)
+    model = compile_model(build_model(cfg, tuple(x_train.shape[1:]), n_classes), cfg, n_classes, steps_per_epoch)
+    train_ds = make_dataset(x_train, y_train, cfg.batch_size, shuffle=True, seed=cfg.seed, n_classes=n_classes,
+                            augment=augmenter(cfg))
     val_ds = None
     if x_val is not None and len(x_val):
         val_ds = make_dataset(x_val, y_val, max(cfg.batch_size, 256), shuffle=False, seed=cfg.seed, n_classes=n_classes)
+    schedule: list[keras.callbacks.Callback] = []
+    if val_ds is not None and cfg.early_stopping_patience > 0:
+        schedule.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience,
+                                                      restore_best_weights=True))
+    if val_ds is not None and cfg.lr_schedule == "plateau":
+        schedule.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1, min_lr=1e-6))
+    if val_ds is None and (cfg.early_stopping_patience > 0 or cfg.lr_schedule == "plateau"):
+        log("no validation side: early stopping and the plateau schedule are off")
+    weights = class_weights(y_train, n_classes) if cfg.class_weight == "balanced" else None
     progress = ProgressLogger(log, len(x_train), cfg.batch_size, cfg.epochs)
     log(
         f"training on {len(x_train)} samples ({0 if x_val is None else len(x_val)} validation), "
         f"{cfg.epochs} epochs, batch {cfg.batch_size}, {model.count_params()} parameters"
     )
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=0,
-                     callbacks=[progress, *(callbacks or [])])
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=0, class_weight=weights,
+                     callbacks=[progress, *schedule, *(callbacks or [])])
     out_path.parent.mkdir(parents=True, exist_ok=True)
     model.save(out_path)
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    if "val_loss" in history:
+        best = int(np.argmin(history["val_loss"]))
+        kept = best if cfg.early_stopping_patience > 0 else len(history["val_loss"]) - 1
+        log(f"validation loss: best {history['val_loss'][best]:.4f} after epoch {best + 1}; "
+            f"the saved weights are those after epoch {kept + 1}")
     # The first epoch includes graph tracing and XLA compilation; report steady state too.
     steady = progress.epoch_seconds[1:] or progress.epoch_seconds
     return {

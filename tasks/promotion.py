@@ -88,7 +88,8 @@ def register_and_promote(model: ModelRecord, evaluation: EvalRecord, arrays: Arr
 
     with tempfile.TemporaryDirectory() as tmp:
         settings_file = Path(tmp) / "preprocessing.json"
-        write_settings(settings_file, config.preprocess, classes, temperature=evaluation.temperature)
+        write_settings(settings_file, config.preprocess, classes, temperature=evaluation.temperature,
+                       inference=config.inference)
         x_test = load_array(test_side.x)
         ok, png = cv2.imencode(".png", np.asarray(x_test[0]))
         model_uri, model_id = tracking.log_pyfunc(run_id, Path(model.model.check()), settings_file, png.tobytes())

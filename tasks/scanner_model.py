@@ -58,7 +58,9 @@ class FaceMaskScanner(PythonModel):
     """
 
     def load_context(self, context):
-        self.classifier = Classifier.load(context.artifacts["keras_model"], context.artifacts["settings"])
+        # The scanner cuts every face itself: the classifier must not look for a face inside the crop.
+        self.classifier = Classifier.load(context.artifacts["keras_model"],
+                                          context.artifacts["settings"]).for_cut_faces()
         self.detector = FaceDetector(model_path=Path(context.artifacts["detector"]))
 
     def scanner(self, config: ScanConfig) -> Scanner:

@@ -14,6 +14,7 @@ from maskcls.config import (
     AugmentConfig,
     ConfigError,
     DataConfig,
+    InferenceConfig,
     PipelineConfig,
     PreprocessConfig,
     Settings,
@@ -23,7 +24,12 @@ from maskcls.config import (
 )
 from tests.support import REPO
 
-SECTIONS = {"data": DataConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig, "train": TrainConfig}
+SECTIONS = PipelineConfig.sections()
+
+
+def test_the_sections() -> None:
+    assert SECTIONS == {"data": DataConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig,
+                        "train": TrainConfig, "inference": InferenceConfig}
 
 
 # --- profiles -----------------------------------------------------------------------------
@@ -42,8 +48,17 @@ def test_the_documented_profiles_exist() -> None:
     assert {"default", "seed", "smoke"} <= set(C.PROFILES)
 
 
-def test_default_profile_equals_the_field_defaults() -> None:
-    assert load_config() == PipelineConfig(profile="default")
+def test_default_profile_is_the_field_defaults_plus_the_recipe_levers() -> None:
+    cfg = load_config()
+    assert cfg.preprocess.face_crop and cfg.preprocess.color_mode == "rgb" and cfg.train.batch_norm
+    assert cfg.train.lr_schedule == "cosine" and cfg.train.early_stopping_patience > 0
+    # Everything the profile does not name is the field default; seed and smoke start from those.
+    assert cfg.data == DataConfig() and cfg.augment == AugmentConfig() and cfg.inference == InferenceConfig()
+    assert cfg.train.conv_filters == TrainConfig().conv_filters
+    for profile in ("seed", "smoke"):
+        other = load_config(profile)
+        assert not other.preprocess.face_crop and other.preprocess.color_mode == "grayscale"
+        assert not other.train.batch_norm and other.train.aug_rotation == 0
 
 
 def test_seed_profile_has_the_article_settings() -> None:
@@ -212,7 +227,7 @@ def test_configs_are_frozen() -> None:
         cfg.data = DataConfig()  # type: ignore[misc]
     with pytest.raises(pydantic.ValidationError):
         cfg.promotion_min_delta = 0.1  # type: ignore[misc]
-    assert cfg.train.epochs == TrainConfig().epochs
+    assert cfg.train.epochs == load_config().train.epochs
 
 
 def test_configs_forbid_unknown_fields() -> None:

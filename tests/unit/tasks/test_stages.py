@@ -15,9 +15,7 @@ from tasks.caching import StageCache
 from tasks.codeversion import module_file
 
 TASK_MODULES = {m.__name__: m for m in (download, validate, split, preprocess, augment, train, evaluate, register)}
-SECTION_OF = {PipelineConfig.model_fields[name].annotation: name
-              for name in PipelineConfig.model_fields
-              if name in {"data", "preprocess", "augment", "train"}}
+SECTION_OF = {model: name for name, model in PipelineConfig.sections().items()}
 
 
 def test_the_stages_in_pipeline_order() -> None:
