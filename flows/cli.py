@@ -185,7 +185,7 @@ def train(
         return
     m = result["metrics"]
     status = "all stages cached, nothing registered" if result["cache_hit"] else (
-        f"version {result['model_version']}: {result['promotion']}")
+        f"{result['registered_model']} version {result['model_version']}: {result['promotion']}")
     Console().print(
         f"[bold green]done[/] profile={profile} test_accuracy={m['test_accuracy']:.4f} "
         f"f1={m['test_f1']:.4f} auc={m['test_roc_auc']:.4f} | {status} | MLflow run {result['mlflow_run_id']}"

@@ -28,8 +28,6 @@ one worker).
 
 from __future__ import annotations
 
-from maskcls.multisource import split_sources
-
 import time
 from typing import Any
 from uuid import UUID
@@ -38,6 +36,7 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
 from maskcls.config import Settings
+from maskcls.multisource import split_sources
 from maskcls.names import FLOW_NAME, SWEEP_FLOW_NAME, SWEEP_MEMBER
 from maskcls.sweep import SweepError, failed_points, plan_sweep
 from tasks.sweep import (

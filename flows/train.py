@@ -8,10 +8,10 @@ from typing import Any
 from prefect import flow
 
 from maskcls.config import Settings, build_config
+from maskcls.multisource import training_source
 from maskcls.names import FLOW_NAME, classifier_model_name
 from tasks import tracking
 from tasks.augment import augment
-from maskcls.multisource import training_source
 from tasks.caching import sources_identity
 from tasks.download import download
 from tasks.evaluate import evaluate

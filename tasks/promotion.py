@@ -28,7 +28,13 @@ from maskcls.names import classifier_model_name
 from maskcls.store import load_array
 from tasks import tracking
 from tasks.locking import exclusive
-from tasks.records import ArraysRecord, EvalRecord, ModelRecord, RegisterRecord, SideArrays
+from tasks.records import (
+    ArraysRecord,
+    EvalRecord,
+    ModelRecord,
+    RegisterRecord,
+    SideArrays,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

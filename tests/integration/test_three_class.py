@@ -110,8 +110,9 @@ def test_a_three_class_run_registers_under_its_own_name(servers, mlflow_client, 
         assert scanner.tags["classifier_model"] == NAME
 
     # the registered pyfunc answers with one of the three classes
-    import mlflow
     import pandas as pd
+
+    import mlflow
 
     model = mlflow.pyfunc.load_model(f"models:/{NAME}/{result['model_version']}")
     images = [next((incorrect / c).iterdir()).read_bytes() for c in ("mask_weared_incorrect", "with_mask")]
