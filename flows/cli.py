@@ -151,9 +151,11 @@ def _as_flow_overrides(overrides: dict[str, Any]) -> dict[str, str]:
 @app.command()
 def train(
     ctx: typer.Context,
-    profile: Annotated[str, typer.Option(help="default | seed | smoke")] = "default",
-    source: Annotated[Optional[str], typer.Option(help="Folder, zip or http(s) URL of a zip "
-                                                  "(default: MASKCLS_DATA_SOURCE, else the pinned archive)")] = None,
+    profile: Annotated[str, typer.Option(help="default | seed | three-class | smoke")] = "default",
+    source: Annotated[Optional[list[str]], typer.Option(
+        help="A part of the data (repeatable): folder, zip, http(s) URL of a zip, or voc:FOLDER[?part=tune] "
+        "(PASCAL VOC boxes cut into faces); PATH?group=person keeps a person's files together "
+        "(default: the profile's own list, else MASKCLS_DATA_SOURCE, else the pinned archive)")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Override train.learning_rate")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Override train.batch_size")] = None,
@@ -183,7 +185,7 @@ def train(
         return
     m = result["metrics"]
     status = "all stages cached, nothing registered" if result["cache_hit"] else (
-        f"version {result['model_version']}: {result['promotion']}")
+        f"{result['registered_model']} version {result['model_version']}: {result['promotion']}")
     Console().print(
         f"[bold green]done[/] profile={profile} test_accuracy={m['test_accuracy']:.4f} "
         f"f1={m['test_f1']:.4f} auc={m['test_roc_auc']:.4f} | {status} | MLflow run {result['mlflow_run_id']}"

@@ -83,8 +83,10 @@ class DeploySettings:
         )
 
     def default_parameters(self) -> dict[str, Any]:
-        """Defaults shown in the run form: the worker's data source, so Run works offline."""
-        return {"source": self.data_source} if self.data_source else {}
+        """Defaults shown in the run form: the worker's data source (a list of parts), so Run works offline."""
+        from maskcls.multisource import split_sources
+
+        return {"source": split_sources(self.data_source)} if self.data_source else {}
 
 
 def concurrency_limit() -> ConcurrencyLimitConfig:

@@ -36,6 +36,7 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
 from maskcls.config import Settings
+from maskcls.multisource import split_sources
 from maskcls.names import FLOW_NAME, SWEEP_FLOW_NAME, SWEEP_MEMBER
 from maskcls.sweep import SweepError, failed_points, plan_sweep
 from tasks.sweep import (
@@ -57,7 +58,7 @@ MEMBER_DEPLOYMENT = f"{FLOW_NAME}/{SWEEP_MEMBER}"
 def sweep_flow(
     grid: dict[str, list[Any]] | None = None,
     profile: str = "default",
-    source: str | None = None,
+    source: list[str] | str | None = None,
     max_images: int | None = None,
     epochs: int | None = None,
     overrides: dict[str, str] | None = None,
@@ -71,7 +72,8 @@ def sweep_flow(
             {"train.learning_rate": [0.001, 0.0003], "train.dense_units": [32, 64]}
             (default: learning rates 0.001 and 0.0003). Every combination is one training run.
         profile: Named recipe every point starts from: `default`, `seed` or `smoke`.
-        source: Dataset folder, zip or http(s) URL of a zip; empty uses the workers' MASKCLS_DATA_SOURCE.
+        source: Dataset parts (folders, zips, URLs, voc:FOLDER), as for the training flow; empty uses
+            the profile's own list, else the workers' MASKCLS_DATA_SOURCE.
         max_images: Train every point on a stable, class-balanced subset of at most this many images.
         epochs: Training epochs of every point (overrides the profile).
         overrides: Settings fixed for every point, `section.field` -> value.
@@ -80,6 +82,7 @@ def sweep_flow(
         timeout_minutes: Give up (and cancel the unfinished points) after this long.
     """
     # Every point must be a valid config before anything starts.
+    source = ",".join(split_sources(source)) or None  # the members' parameter, one tag on the parent run
     plan = plan_sweep(grid, profile, source, max_images, epochs, overrides, share_data_stages)
     settings = Settings.from_env()
     if not settings.tracking_uri.startswith(("http://", "https://")):

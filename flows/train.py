@@ -8,10 +8,11 @@ from typing import Any
 from prefect import flow
 
 from maskcls.config import Settings, build_config
-from maskcls.names import FLOW_NAME
+from maskcls.multisource import training_source
+from maskcls.names import FLOW_NAME, classifier_model_name
 from tasks import tracking
 from tasks.augment import augment
-from tasks.caching import source_identity
+from tasks.caching import sources_identity
 from tasks.download import download
 from tasks.evaluate import evaluate
 from tasks.log_run import log_data, log_results
@@ -27,7 +28,7 @@ from tasks.validate import validate
 @flow(name=FLOW_NAME, log_prints=True)
 def train_flow(
     profile: str = "default",
-    source: str | None = None,
+    source: list[str] | str | None = None,
     epochs: int | None = None,
     learning_rate: float | None = None,
     batch_size: int | None = None,
@@ -39,8 +40,11 @@ def train_flow(
     """Train the face-mask classifier and register it in MLflow.
 
     Args:
-        profile: Named recipe: `default` (best), `seed` (the 2020 article), `smoke` (seconds, for tests).
-        source: Dataset folder, zip or http(s) URL of a zip; empty uses MASKCLS_DATA_SOURCE or the pinned default.
+        profile: Named recipe: `default` (best), `seed` (the 2020 article), `three-class` (adds
+            mask_weared_incorrect), `smoke` (seconds, for tests).
+        source: Dataset parts: folders, zips, http(s) URLs of zips, `voc:FOLDER[?part=tune]` (PASCAL VOC
+            boxes cut into faces); a comma-separated string works too. Empty: the profile's own list,
+            else MASKCLS_DATA_SOURCE, else the pinned default.
         epochs: Training epochs (overrides the profile).
         learning_rate: Adam learning rate (overrides the profile).
         batch_size: Training batch size (overrides the profile).
@@ -51,12 +55,13 @@ def train_flow(
     """
     settings = Settings.from_env()
     config = build_config(profile, epochs, learning_rate, batch_size, max_images, overrides)
-    source = source or settings.data_source
+    parts = training_source(source, config.sources, settings.shared_datasets, settings.data_source)
+    source = ",".join(parts)
     client, run_id = open_run(settings, config, source, parent_run_id)
     stage = StageRunner(settings, refresh)
     ok = False
     try:
-        raw = stage(download, source, source_identity(source), settings)
+        raw = stage(download, parts, sources_identity(parts), settings, config.data.crop_margin)
         manifest = stage(validate, raw, config.data)
         sides = stage(split, manifest, config.data)
         arrays = stage(preprocess, sides, config.preprocess, settings)
@@ -65,7 +70,8 @@ def train_flow(
         model = stage(train, arrays, augmented, config.train, settings, run_id)
         evaluation = stage(evaluate, model, arrays, config.inference, settings)
         log_results(run_id, settings, model, evaluation)
-        registered = stage(register, model, evaluation, arrays, config, settings, run_id, settings.tracking_uri)
+        registered = stage(register, model, evaluation, arrays, config, settings, run_id, settings.tracking_uri,
+                           raw.licences)
         cached, states = stage.all_cached(), stage.state_names()
         tracking.tag_outcome(client, run_id, cached, model.trained_in_run)
         summary(settings, run_id, config, manifest, sides, augmented, model, evaluation, registered, states, cached)
@@ -81,6 +87,7 @@ def train_flow(
             "promotion_reason": registered.reason,
             "dataset_fingerprint": manifest.fingerprint,
             "counts": sides.counts(),
+            "registered_model": classifier_model_name(sides.classes),
             "n_train_samples": augmented.n_samples,
         }
     finally:

@@ -54,6 +54,10 @@ class DataConfig(_Frozen):
         None, ge=2, description="Keep at most this many images (a stable, class-balanced subset)."
     )
     min_per_class: int = Field(4, ge=2, description="A class with fewer valid images than this cannot be split.")
+    crop_margin: float = Field(
+        0.2, ge=0, le=2, description="Margin around each box of a voc: source part, as a share of the box's "
+        "width and height added on each side (a part's ?margin= overrides it)."
+    )
 
 
 class PreprocessConfig(_Frozen):
@@ -125,6 +129,9 @@ class PipelineConfig(_Frozen):
     train: TrainConfig = TrainConfig()
     inference: InferenceConfig = InferenceConfig()
     promotion_min_delta: float = Field(0.005, ge=0)
+    #: The profile's own data source (parts as for --source; relative ones are taken from
+    #: MASKCLS_SHARED_DATASETS). Empty: --source, else MASKCLS_DATA_SOURCE, else the pinned default.
+    sources: list[str] = []
 
     @classmethod
     def sections(cls) -> dict[str, type[BaseModel]]:
@@ -187,6 +194,17 @@ PROFILES: dict[str, dict[str, Any]] = {
             "batch_size": 16,
             "epochs": 5,
         },
+    },
+    # Three classes: the shared face-mask data, the faces cut from the `tune` scene photos (never
+    # the `report` ones: the scan benchmark's), and the incorrectly worn masks with their own
+    # correctly worn ones (one mask drawing for both; grouped by person). Registered as
+    # face-mask-classifier-3class (maskcls.names.classifier_model_name).
+    "three-class": {
+        "sources": (
+            "face-mask",
+            "voc:face-mask-scenes?part=tune",
+            "face-mask-incorrect?group=person",
+        ),
     },
     # A few seconds on at most 200 images, for tests.
     "smoke": {
@@ -286,8 +304,13 @@ class Settings(BaseSettings):
     )
     data_source: str = Field(
         DEFAULT_SOURCE,
-        description="Folder, zip or http(s) URL of a zip to train on when no --source is given "
-        "(default: the pinned face-mask archive).",
+        description="Folder, zip, http(s) URL of a zip or voc:FOLDER to train on when neither --source nor "
+        "the profile gives one; several parts separated by commas (default: the pinned face-mask archive).",
+    )
+    shared_datasets: Path = Field(
+        Path("../shared/datasets"),
+        description="Folder the relative parts of a profile's own source list are taken from "
+        "(the three-class profile's; relative to the current folder).",
     )
     pins: Annotated[dict[str, Path], NoDecode] = Field(
         default_factory=dict,

@@ -9,6 +9,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -436,6 +437,42 @@ def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
             parent = jumped
 
 
+#: Separator of a composed source's file names: ``<part tag>~<group>~<original name>``.
+GROUP_SEP = "~"
+_COMPOSED = re.compile(r"^([a-z0-9_-]+)~([^~/]*)~[^/]+$")
+
+
+def composed_name(tag: str, group: str, name: str) -> str:
+    """The file name of an image in a composed source (``maskcls.multisource``): its part's tag,
+    its group (the scene photo a face was cut from, the person of a file; empty for none), its name."""
+    return f"{tag}{GROUP_SEP}{group.replace(GROUP_SEP, '-').replace('/', '-')}{GROUP_SEP}{name}"
+
+
+def source_group(path: str) -> str | None:
+    """The group of an item of a composed source (``part tag~group``), or None (no group, or a plain source)."""
+    found = _COMPOSED.match(path.rsplit("/", 1)[-1])
+    if not found or not found.group(2):
+        return None
+    return f"{found.group(1)}{GROUP_SEP}{found.group(2)}"
+
+
+def with_source_groups(items: list[Item], clusters: list[int]) -> list[int]:
+    """Near-duplicate clusters joined wherever two items share a source group (one scene photo's
+    faces, one person's files), so a group lands on one side; each item's component is the
+    smallest index in it, as ``cluster`` gives."""
+    n = len(items)
+    if n == 0:
+        return []
+    first: dict[str, int] = {}
+    a = [np.arange(n)]
+    b = [np.asarray(clusters, dtype=np.int64)]
+    pairs = [(first.setdefault(g, k), k) for k, i in enumerate(items) if (g := source_group(i.path)) is not None]
+    if pairs:
+        a.append(np.array([x for x, _ in pairs], dtype=np.int64))
+        b.append(np.array([y for _, y in pairs], dtype=np.int64))
+    return _components(n, np.concatenate(a), np.concatenate(b)).tolist()
+
+
 def _unit_hash(*parts: object) -> float:
     digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
@@ -462,7 +499,7 @@ def split(manifest: Manifest, cfg: DataConfig) -> Split:
     # Clusters are formed on the whole manifest, before any subset, so a subset (the smoke
     # profile) puts every image on the same side as the full data does.
     all_items = manifest.items
-    all_groups = cluster(all_items, cfg.phash_threshold)
+    all_groups = with_source_groups(all_items, cluster(all_items, cfg.phash_threshold))
     names: dict[int, str] = {}
     for idx, g in enumerate(all_groups):
         sha = all_items[idx].sha256

@@ -43,3 +43,32 @@ CHAMPION_EXPERIMENT = "face-mask-champion-changes"
 
 #: flows/deploy.py's option that creates the work pool only (the stack runs it before workers start).
 POOL_ONLY_FLAG = "--pool-only"
+
+#: The registered classifier per class set: promotion only ever compares models of one name,
+#: so a model only competes with models that answer the same question.
+CLASSIFIER_MODELS = {
+    ("with_mask", "without_mask"): "face-mask-classifier",
+    ("mask_weared_incorrect", "with_mask", "without_mask"): "face-mask-classifier-3class",
+}
+
+
+def _class_set_suffix(classes: tuple[str, ...] | list[str]) -> str:
+    """A name-safe suffix for a class set of no listed name (its classes, sorted)."""
+    text = "-".join(sorted(classes)).lower()
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)[:120]
+
+
+def classifier_model_name(classes: tuple[str, ...] | list[str]) -> str:
+    """`face-mask-classifier` for {with_mask, without_mask}, `face-mask-classifier-3class` for those
+    and mask_weared_incorrect, `face-mask-classifier-<classes>` for any other set."""
+    key = tuple(sorted(classes))
+    return CLASSIFIER_MODELS.get(key, f"face-mask-classifier-{_class_set_suffix(key)}")
+
+
+def scanner_model_name(classes: tuple[str, ...] | list[str]) -> str:
+    """The scanner bundling a champion of ``classifier_model_name(classes)``: `face-mask-scanner`,
+    `face-mask-scanner-3class`, or `face-mask-scanner-<classes>`."""
+    key = tuple(sorted(classes))
+    if key in CLASSIFIER_MODELS:
+        return SCANNER_MODELS[len(key)]
+    return f"face-mask-scanner-{_class_set_suffix(key)}"

@@ -71,12 +71,18 @@ class SourceData(BaseModel, frozen=True):
     """Where the raw images of one source are, and a cheap identity of that source."""
 
     source: str
-    kind: Literal["url", "zip", "folder"]
+    #: "multi": several parts (or a voc: part) composed into one folder (maskcls.multisource);
+    #: "voc": one such part, a PASCAL VOC folder.
+    kind: Literal["url", "zip", "folder", "multi", "voc"]
     root: str
     fingerprint: str
     etag: str | None = None
     last_modified: str | None = None
     pin_report: dict[str, Any] | None = None
+    #: The licences the parts' SOURCE.md (or licence= option) state, e.g. "CC BY-NC-SA 4.0".
+    licences: list[str] = []
+    #: The parts of a "multi" source, in the order given.
+    parts: list["SourceData"] = []
 
 
 # --------------------------------------------------------------------------- entry point

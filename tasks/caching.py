@@ -122,6 +122,19 @@ def source_identity(source: str) -> str:
     return source
 
 
+def sources_identity(parts: list[str]) -> str:
+    """The identity of a source of several parts: every part's text and ``source_identity`` of its
+    location, so a change in any part reruns the download. One plain part keeps its own identity."""
+    from maskcls.multisource import parse_part
+
+    parsed = [parse_part(p) for p in parts]
+    if len(parsed) == 1 and parsed[0].plain:
+        return source_identity(parsed[0].location)
+    payload = [[p.text, source_identity(p.location.removeprefix("file://") if p.voc else p.location)]
+               for p in parsed]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+
+
 def url_identity(url: str, timeout: float = 10.0) -> str:
     """The URL plus the validators its server reports right now (asked on every run).
 

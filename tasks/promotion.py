@@ -22,12 +22,19 @@ import cv2
 import numpy as np
 
 from maskcls import promotion
-from maskcls.config import REGISTERED_MODEL_NAME, PipelineConfig, Settings
+from maskcls.config import PipelineConfig, Settings
 from maskcls.inference import Classifier, write_settings
+from maskcls.names import classifier_model_name
 from maskcls.store import load_array
 from tasks import tracking
 from tasks.locking import exclusive
-from tasks.records import ArraysRecord, EvalRecord, ModelRecord, RegisterRecord, SideArrays
+from tasks.records import (
+    ArraysRecord,
+    EvalRecord,
+    ModelRecord,
+    RegisterRecord,
+    SideArrays,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -36,9 +43,10 @@ LOCK_KEY = "promotion"
 
 
 def _compare(client: MlflowClient, candidate: Classifier, test_side: SideArrays, test_labels: list[str], root: Path,
-             min_delta: float) -> promotion.Decision:
-    """Score the candidate against the current champion on the test images unseen by both, and decide."""
-    current = tracking.champion(client)
+             min_delta: float, name: str) -> promotion.Decision:
+    """Score the candidate against the current champion of ``name`` (the registered model of the
+    candidate's class set) on the test images unseen by both, and decide."""
+    current = tracking.champion(client, name)
     if current is None:
         return promotion.decide(None, min_delta)
     seen = tracking.trained_on(client, current.run_id)
@@ -47,7 +55,7 @@ def _compare(client: MlflowClient, candidate: Classifier, test_side: SideArrays,
     if common:
         images = [(root / p).read_bytes() for p, _ in common]
         candidate_accuracy = promotion.accuracy([r["label"] for r in candidate.predict_bytes(images)], labels)
-        champion_accuracy = promotion.accuracy(tracking.version_labels(str(current.version), images), labels)
+        champion_accuracy = promotion.accuracy(tracking.version_labels(str(current.version), images, name), labels)
     else:  # decide() says that nothing could be compared
         candidate_accuracy = champion_accuracy = float("nan")
     scores = promotion.Scores(candidate=candidate_accuracy, champion=champion_accuracy, n_images=len(common),
@@ -58,26 +66,31 @@ def _compare(client: MlflowClient, candidate: Classifier, test_side: SideArrays,
 def _sync_scanner(client: MlflowClient, run_id: str, classes: list[str], log: Logger | LoggerAdapter) -> dict[str, str]:
     """Register a scanner for the classifier champion unless its champion already bundles it;
     the run's tags saying what happened (a failure is logged, and healed by the next register)."""
-    current = tracking.champion(client)
+    classifier = classifier_model_name(classes)
+    current = tracking.champion(client, classifier)
     name = tracking.scanner_model_name(classes)
     try:
         if current is None or tracking.scanner_wraps(client, name) == str(current.version):
             return {}
-        version = tracking.register_scanner(client, run_id, str(current.version), classes)
+        version = tracking.register_scanner(client, run_id, str(current.version), classes, classifier)
     except Exception as exc:  # noqa: BLE001 - the classifier's promotion stands; the scanner lags
-        log.error(f"could not register {name} for {REGISTERED_MODEL_NAME} version {current.version}: "
+        log.error(f"could not register {name} for {classifier} version {current.version}: "
                   f"{exc.__class__.__name__}: {exc}")
         return {"scanner_error": f"{exc.__class__.__name__}: {exc}"[:4000]}
-    log.info(f"registered {name} version {version} (bundles {REGISTERED_MODEL_NAME} version {current.version}) "
+    log.info(f"registered {name} version {version} (bundles {classifier} version {current.version}) "
              "as its champion")
     return {"scanner_version": version}
 
 
 def register_and_promote(model: ModelRecord, evaluation: EvalRecord, arrays: ArraysRecord, config: PipelineConfig, settings: Settings,
-                         run_id: str, log: Logger | LoggerAdapter) -> RegisterRecord:
-    """Log the pyfunc into ``run_id``, register it as a new version, and promote it if the rule says so."""
+                         run_id: str, log: Logger | LoggerAdapter, licences: list[str] | None = None) -> RegisterRecord:
+    """Log the pyfunc into ``run_id``, register it as a new version of the registered model of its
+    class set, and promote it if the rule says so. ``licences`` (the data's) become the version's
+    `licence` tag and are stated in its description (model card)."""
     client = tracking.configure(settings)
     classes = arrays.classes
+    name = classifier_model_name(classes)
+    licences = sorted(set(licences or []))
     train_side, val_side, test_side = arrays.sides["train"], arrays.sides["val"], arrays.sides["test"]
     trained = [
         {"path": p, "sha256": s, "label": classes[int(y)]}
@@ -95,26 +108,30 @@ def register_and_promote(model: ModelRecord, evaluation: EvalRecord, arrays: Arr
         model_uri, model_id = tracking.log_pyfunc(run_id, Path(model.model.check()), settings_file, png.tobytes())
         candidate = Classifier.load(model.model.check(), settings_file)
 
-    tracking.ensure_registered_model(client)
+    tracking.ensure_registered_model(client, name, classes, licences)
     metric_tags = {k: f"{v:.6f}" for k, v in evaluation.metrics.items()}
+    licence_tags = {"licence": "; ".join(licences)} if licences else {}
     version = tracking.create_version(
         client, model_uri, run_id, model_id,
-        tags={**metric_tags, "profile": config.profile, "dataset_fingerprint": arrays.split_fingerprint},
+        tags={**metric_tags, **licence_tags, "profile": config.profile,
+              "dataset_fingerprint": arrays.split_fingerprint},
+        name=name, description=tracking.model_card(classes, licences),
     )
-    log.info(f"registered {REGISTERED_MODEL_NAME} version {version}")
+    log.info(f"registered {name} version {version}")
 
     test_labels = [classes[int(y)] for y in load_array(test_side.y)]
     with exclusive(settings.locks_dir, LOCK_KEY):
         try:
             decision = _compare(client, candidate, test_side, test_labels, Path(arrays.root),
-                                config.promotion_min_delta)
+                                config.promotion_min_delta, name)
             if decision.promote:
-                tracking.set_champion(client, version)
+                tracking.set_champion(client, version, name)
         except Exception as exc:  # noqa: BLE001 - the version stays, tagged with why it was not promoted
             decision = promotion.failed(f"{exc.__class__.__name__}: {exc}")
         tracking.tag_version(client, version, {"promotion": decision.outcome,
-                                               "promotion_reason": decision.reason[:4000]})
+                                               "promotion_reason": decision.reason[:4000]}, name)
         scanner_tags = _sync_scanner(client, run_id, classes, log)
-    tracking.set_tags(client, run_id, {"promotion": decision.outcome, "model_version": version, **scanner_tags})
+    tracking.set_tags(client, run_id, {"promotion": decision.outcome, "model_version": version,
+                                       "registered_model": name, **licence_tags, **scanner_tags})
     log.info(f"version {version}: {decision.outcome} ({decision.reason})")
     return RegisterRecord(version=version, promotion=decision.outcome, reason=decision.reason, model_uri=model_uri)

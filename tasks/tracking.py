@@ -34,7 +34,8 @@ from maskcls.config import (
     Settings,
 )
 from maskcls.errors import TrackingError
-from maskcls.names import SCANNER_MODELS
+from maskcls.names import CLASSIFIER_MODELS, SCANNER_MODELS
+from maskcls.names import scanner_model_name as _scanner_name
 from mlflow import MlflowClient
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -396,35 +397,47 @@ def log_pyfunc(run_id: str, keras_path: Path, settings_path: Path, example_image
                                signature, pd.DataFrame({"image": [example_image]}))
 
 
-def champion(client: MlflowClient) -> ModelVersion | None:
-    """The version the alias `champion` points to, if any."""
+def champion(client: MlflowClient, name: str = REGISTERED_MODEL_NAME) -> ModelVersion | None:
+    """The version the alias `champion` of registered model ``name`` points to, if any."""
     try:
-        return client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS)
+        return client.get_model_version_by_alias(name, CHAMPION_ALIAS)
     except MlflowException:
         return None
 
 
 @translated()
-def ensure_registered_model(client: MlflowClient) -> None:
+def ensure_registered_model(client: MlflowClient, name: str = REGISTERED_MODEL_NAME,
+                            classes: Sequence[str] = ("with_mask", "without_mask"),
+                            licences: Sequence[str] = ()) -> None:
+    """Create registered model ``name`` if missing; its description (model card) names its classes
+    and, when its data carry one, the data's licence (also a `licence` tag on the model)."""
     try:
-        client.get_registered_model(REGISTERED_MODEL_NAME)
+        client.get_registered_model(name)
     except MlflowException:
         try:
-            client.create_registered_model(
-                REGISTERED_MODEL_NAME,
-                description="Face mask / no mask classifier. Input: DataFrame column `image` of encoded "
-                "image bytes. Output: `label` (class folder name) and `probability` of that label.",
-            )
+            client.create_registered_model(name, description=model_card(classes, licences),
+                                           tags={"licence": "; ".join(licences)} if licences else None)
         except MlflowException:
             pass  # created concurrently
 
 
+def model_card(classes: Sequence[str], licences: Sequence[str] = ()) -> str:
+    """The description of a registered classifier: what it answers and, if any, its data's licence."""
+    card = (f"Face mask classifier over the classes {', '.join(classes)}. Input: DataFrame column `image` of "
+            "encoded image bytes. Output: `label` (class folder name) and `probability` of that label.")
+    if licences:
+        card += (f" Licence: trained on data licensed {'; '.join(licences)}; a model trained on "
+                 "non-commercial (NC) data may be used for non-commercial purposes only, with credit to the "
+                 "data's authors (see the datasets' SOURCE.md), and shared under the same licence (SA).")
+    return card
+
+
 @translated()
 def create_version(client: MlflowClient, model_uri: str, run_id: str, model_id: str,
-                   tags: dict[str, str]) -> str:
-    """A new version of the registered model from a logged model; returns its version number."""
-    version = client.create_model_version(REGISTERED_MODEL_NAME, source=model_uri, run_id=run_id,
-                                          model_id=model_id, tags=tags)
+                   tags: dict[str, str], name: str = REGISTERED_MODEL_NAME, description: str | None = None) -> str:
+    """A new version of registered model ``name`` from a logged model; returns its version number."""
+    version = client.create_model_version(name, source=model_uri, run_id=run_id,
+                                          model_id=model_id, tags=tags, description=description)
     return str(version.version)
 
 
@@ -441,31 +454,32 @@ def trained_on(client: MlflowClient, run_id: str) -> set[str]:
 
 
 @translated()
-def version_labels(version: str, images: list[bytes]) -> list[str]:
+def version_labels(version: str, images: list[bytes], name: str = REGISTERED_MODEL_NAME) -> list[str]:
     """The labels registered version ``version`` gives ``images`` (loaded as any user loads it)."""
     import pandas as pd
 
-    model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL_NAME}/{version}")
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     return list(model.predict(pd.DataFrame({"image": images}))["label"])
 
 
 @translated()
-def set_champion(client: MlflowClient, version: str) -> None:
-    client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, version)
+def set_champion(client: MlflowClient, version: str, name: str = REGISTERED_MODEL_NAME) -> None:
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
 
 
 @translated()
-def tag_version(client: MlflowClient, version: str, tags: dict[str, str]) -> None:
+def tag_version(client: MlflowClient, version: str, tags: dict[str, str], name: str = REGISTERED_MODEL_NAME) -> None:
     for key, value in tags.items():
-        client.set_model_version_tag(REGISTERED_MODEL_NAME, version, key, value)
+        client.set_model_version_tag(name, version, key, value)
 
 
 # --- the scanning model (tasks.promotion) ----------------------------------------------
 
 
 def scanner_model_name(classes: Sequence[str]) -> str:
-    """`face-mask-scanner` for the two-class classifier, `face-mask-scanner-<n>class` for another."""
-    return SCANNER_MODELS.get(len(classes), f"{SCANNER_MODEL_NAME}-{len(classes)}class")
+    """`face-mask-scanner` for the two-class classifier, `face-mask-scanner-3class` for the three-class
+    one (``maskcls.names.scanner_model_name``)."""
+    return _scanner_name(list(classes))
 
 
 def scanner_signature(classes: Sequence[str]) -> Any:
@@ -497,7 +511,8 @@ def scanner_wraps(client: MlflowClient, name: str) -> str | None:
 
 
 @translated()
-def register_scanner(client: MlflowClient, run_id: str, classifier_version: str, classes: Sequence[str]) -> str:
+def register_scanner(client: MlflowClient, run_id: str, classifier_version: str, classes: Sequence[str],
+                     classifier: str = REGISTERED_MODEL_NAME) -> str:
     """Register a scanner version bundling classifier version ``classifier_version``'s own files and
     the face detector, logged into ``run_id``; make it the scanner's champion. Returns its version."""
     from maskcls.detect import MODEL_PATH
@@ -506,7 +521,7 @@ def register_scanner(client: MlflowClient, run_id: str, classifier_version: str,
     with tempfile.TemporaryDirectory() as tmp:
         # The version's own model folder: its artifacts are the files its pyfunc loads.
         local = Path(mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{REGISTERED_MODEL_NAME}/{classifier_version}", dst_path=tmp))
+            artifact_uri=f"models:/{classifier}/{classifier_version}", dst_path=tmp))
         artifacts = {"keras_model": str(local / "artifacts" / "model.keras"),
                      "settings": str(local / "artifacts" / "preprocessing.json"),
                      "detector": str(MODEL_PATH)}
@@ -523,7 +538,7 @@ def register_scanner(client: MlflowClient, run_id: str, classifier_version: str,
             pass  # created concurrently
     version = client.create_model_version(name, source=model_uri, run_id=run_id, model_id=model_id,
                                           tags={WRAPS_TAG: classifier_version,
-                                                "classifier_model": REGISTERED_MODEL_NAME})
+                                                "classifier_model": classifier})
     client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version.version))
     return str(version.version)
 
@@ -578,16 +593,19 @@ def load_scanner(settings: Settings, uri: str) -> Any:
 
 
 def registered_model_files(settings: Settings) -> set[str]:
-    """sha256 of the Keras file of every registered model version (a version without one adds nothing)."""
+    """sha256 of the Keras file of every registered classifier version, of every class set's name (a version
+    without one adds nothing)."""
     from maskcls.files import sha256_file
 
     client = configure(settings)
-    try:
-        versions = client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")
-    except MlflowException as exc:
-        raise TrackingError(
-            f"cannot list the versions of {REGISTERED_MODEL_NAME} in {settings.tracking_uri}: {_said(exc)}"
-        ) from exc
+    versions = []
+    for name in CLASSIFIER_MODELS.values():  # every class set's classifier
+        try:
+            versions += client.search_model_versions(f"name='{name}'")
+        except MlflowException as exc:
+            raise TrackingError(
+                f"cannot list the versions of {name} in {settings.tracking_uri}: {_said(exc)}"
+            ) from exc
     keep: set[str] = set()
     for mv in versions:
         with tempfile.TemporaryDirectory() as tmp:

@@ -90,8 +90,10 @@ def test_every_minute_schedule_fires_then_pause_stops_it(
         for run in upcoming:
             assert run["parameters"].get("profile") == "smoke", run["parameters"]
             # Prefect's schedule editor saves every parameter as an override, None included;
-            # a None source means the worker's MASKCLS_DATA_SOURCE, the same subset here.
-            assert run["parameters"].get("source") in (None, e2e_stack.data_source), run["parameters"]
+            # a None source means the worker's MASKCLS_DATA_SOURCE, the same subset here
+            # (the deployments' default is that source as a list of parts).
+            assert run["parameters"].get("source") in (None, e2e_stack.data_source, [e2e_stack.data_source]), \
+                run["parameters"]
 
         # ---- one scheduled run fires and completes (next minute boundary + the run)
         def completed_scheduled() -> list[dict[str, Any]]:

@@ -239,3 +239,23 @@ def test_cache_prune_removes_model_files_no_version_uses(store_home: Path) -> No
     code, out, _ = _invoke("cache", "prune")
     assert code == 0 and out.splitlines()[-1] == "1 model files removed, 0 in use kept"
     assert not stray.exists()
+
+
+def test_train_takes_several_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.train
+
+    seen: dict = {}
+
+    def fake_flow(**kwargs):
+        seen.update(kwargs)
+        return {"metrics": {"test_accuracy": 0.9, "test_f1": 0.9, "test_roc_auc": 0.9}, "cache_hit": False,
+                "model_version": "1", "promotion": "promoted", "registered_model": "face-mask-classifier-3class",
+                "mlflow_run_id": "r"}
+
+    monkeypatch.setattr(cli, "_prefect_api", lambda settings: lambda: None)  # no Prefect server
+    monkeypatch.setattr(flows.train, "train_flow", fake_flow)
+    code, out, err = _invoke("train", "--profile", "three-class", "--source", "/d/a", "--source",
+                             "voc:/d/scenes?part=tune")
+    assert code == 0, err
+    assert seen["source"] == ["/d/a", "voc:/d/scenes?part=tune"] and seen["profile"] == "three-class"
+    assert "face-mask-classifier-3class version 1: promoted" in out

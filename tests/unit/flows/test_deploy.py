@@ -51,7 +51,7 @@ def test_deploy_all_registers_every_deployment_in_names(monkeypatch: pytest.Monk
     by_name = {(flow_of[c["entrypoint"]], c["name"]): c for c in calls}
     assert all(c["work_pool_name"] == "pool-x" for c in calls)
     train = [c for c in calls if c["entrypoint"] != deploy.SCAN_ENTRYPOINT]
-    assert all(c["parameters"] == {"source": "/data/x"} for c in train)
+    assert all(c["parameters"] == {"source": ["/data/x"]} for c in train)
     assert by_name[(FLOW_NAME, SCHEDULED)]["schedule"].cron == "0 1 * * *"
     # The scan flow takes a folder, not a training source.
     assert by_name[(SCAN_FLOW_NAME, SCAN_ON_DEMAND)]["parameters"] == {}

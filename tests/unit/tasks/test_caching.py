@@ -99,3 +99,21 @@ def test_an_unreadable_record_is_dropped(cached) -> None:
     cached.path.write_bytes(b"not a result record")
     _key(cached.policy, cached.ctx, arrays=1)
     assert not cached.path.exists()
+
+
+def test_every_part_of_a_source_is_in_the_download_key(tmp_path: Path) -> None:
+    for rel in ("a/with_mask/x.png", "a/without_mask/y.png", "b/with_mask/z.png", "v/images/s.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(rel.encode())
+    a, b, v = (str(tmp_path / n) for n in "abv")
+    # one plain part keeps the identity it always had (the two-class default's key does not move)
+    assert caching.sources_identity([a]) == caching.source_identity(a)
+    several = caching.sources_identity([a, b, f"voc:{v}?part=tune"])
+    assert several != caching.sources_identity([a, b])
+    assert several != caching.sources_identity([a, b, f"voc:{v}?part=report"])
+    (tmp_path / "v" / "images" / "s.png").write_bytes(b"changed photo")
+    assert several != caching.sources_identity([a, b, f"voc:{v}?part=tune"])
+    assert caching.sources_identity([a, b]) == caching.sources_identity([a, b])  # stable while nothing changes
+    before = caching.sources_identity([a, b])
+    (tmp_path / "b" / "with_mask" / "w2.png").write_bytes(b"newer")
+    assert caching.sources_identity([a, b]) != before

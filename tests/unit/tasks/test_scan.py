@@ -46,7 +46,8 @@ def test_the_key_is_content_scanner_version_and_settings() -> None:
 
 
 def test_the_scanner_names_are_the_ones_registration_uses() -> None:
-    assert all(name == tracking.scanner_model_name([f"c{i}" for i in range(n)]) for n, name in SCANNER_MODELS.items())
+    class_sets = {2: ["with_mask", "without_mask"], 3: ["with_mask", "without_mask", "mask_weared_incorrect"]}
+    assert all(name == tracking.scanner_model_name(class_sets[n]) for n, name in SCANNER_MODELS.items())
 
 
 def test_listing_takes_regular_image_files_only(tmp_path: Path) -> None:
