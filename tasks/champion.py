@@ -16,7 +16,7 @@ import socket
 from datetime import datetime, timezone
 from typing import Any
 
-from maskcls.config import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, Settings
+from maskcls.config import CHAMPION_ALIAS, Settings
 from maskcls.errors import ConfigError
 from maskcls.names import CHAMPION_EXPERIMENT
 from tasks import tracking
@@ -67,9 +67,8 @@ def set_champion(settings: Settings, name: str, version: str, reason: str) -> di
                 "promotion": MANUAL, "promotion_reason": reason[:4000], "promotion_by": who, "promotion_at": when,
                 "promotion_previous_champion": before,
             })
-            # The scanner bundles the two-class classifier's champion (tasks.promotion); another
-            # registered model has no scanner following it here.
-            scanner = _sync_scanner(client, run_id, classes, log) if name == REGISTERED_MODEL_NAME else {}
+            # Each class set's scanner bundles its classifier's champion (tasks.promotion).
+            scanner = _sync_scanner(client, run_id, classes, log)
         with tracking.translated():
             tracking.set_tags(client, run_id, {"previous_champion": before, **scanner})
         ok = True
@@ -97,8 +96,7 @@ def show_champion(settings: Settings, name: str) -> dict[str, Any] | None:
         "profile": tags.get("profile"), "dataset_fingerprint": tags.get("dataset_fingerprint"),
         "metrics": {k: float(v) for k, v in sorted(tags.items()) if k.startswith("test_")},
     }
-    if name == REGISTERED_MODEL_NAME:
-        info["scanner"] = {"name": tracking.SCANNER_MODEL_NAME,
-                           "version": tracking.scanner_champion(client, tracking.SCANNER_MODEL_NAME),
-                           "bundles_version": tracking.scanner_wraps(client, tracking.SCANNER_MODEL_NAME)}
+    scanner = tracking.scanner_model_name(tracking.version_classes(client, name, current))
+    info["scanner"] = {"name": scanner, "version": tracking.scanner_champion(client, scanner),
+                       "bundles_version": tracking.scanner_wraps(client, scanner)}
     return info

@@ -97,7 +97,7 @@ def test_scoring_reads_through_the_models_preprocessing_skips_unreadable_images_
     assert score.metrics["recall_with_mask"] == pytest.approx(3 / 4) and score.metrics["recall_without_mask"] == 1.0
     assert {p.name for p in out.iterdir()} == {"confusion_matrix.json", "confusion_matrix.png",
                                               "classification_report.txt", "misclassified.png",
-                                              "test_predictions.json"}
+                                              "test_predictions.json", "reliability.png"}
     assert json.loads((out / "confusion_matrix.json").read_text())["matrix"] == [[3, 1], [0, 3]]
     wrong = [p for p in json.loads((out / "test_predictions.json").read_text()) if p["true"] != p["predicted"]]
     assert [p["path"] for p in wrong] == ["with_mask/looks_unmasked.jpg"]
