@@ -77,6 +77,11 @@ def register_and_promote(model: ModelRecord, evaluation: EvalRecord, arrays: Arr
                          run_id: str, log: Logger | LoggerAdapter) -> RegisterRecord:
     """Log the pyfunc into ``run_id``, register it as a new version, and promote it if the rule says so."""
     client = tracking.configure(settings)
+    skipped = promotion.registration_skipped(config.data.protocol, config.data.holdout_family)
+    if skipped is not None:
+        tracking.set_tags(client, run_id, {"promotion": promotion.SKIPPED, "promotion_reason": skipped[:4000]})
+        log.info(f"not registered: {skipped}")
+        return RegisterRecord(version=None, promotion=promotion.SKIPPED, reason=skipped, model_uri=None)
     classes = arrays.classes
     train_side, val_side, test_side = arrays.sides["train"], arrays.sides["val"], arrays.sides["test"]
     trained = [
