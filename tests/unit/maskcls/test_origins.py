@@ -54,3 +54,12 @@ def test_table_counts_per_class_and_lists_the_unmatched() -> None:
 
 def test_docs_origins_md_is_what_the_command_generates() -> None:
     assert DOC.read_text() == document(), "run .venv/bin/python -m benchmarks.origins_table"
+
+
+def test_the_origins_bench_part_runs_only_when_asked_for_and_has_its_targets() -> None:
+    from benchmarks.run import plan, targets
+
+    assert "origins" not in plan(None)
+    assert plan("origins") == ["origins"]
+    result = {"origins_wall_s": 2000.0, "origins_runs": {"a": {"recall": 0.97}, "b": {"recall": 0.94}}}
+    assert targets(result) == {"origins<=40min": True, "origin_recall>=0.95": False}
