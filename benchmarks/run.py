@@ -48,8 +48,9 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets" / "face-mask"
-BIN = Path(sys.executable).parent
-TRAIN = [str(BIN / "maskcls"), "train", "--json"]
+# `python -m flows.cli` from the checkout (cwd=REPO): the same CLI as the `maskcls` script, also in a
+# venv where the project's entry point is not installed (a worktree sharing another checkout's venv).
+TRAIN = [sys.executable, "-m", "flows.cli", "train", "--json"]
 SIDES = ("train", "val", "test")
 
 
@@ -174,7 +175,10 @@ def origins(bench: Bench) -> dict[str, Any]:
     from maskcls.origins import family_of
 
     profile, epochs = bench.options["origins_profile"], bench.options["origins_epochs"]
-    manifest = validate(SHARED, load_config(profile).data)
+    config = load_config(profile)
+    data_used = (f"a class-balanced subset of {config.data.max_images} images (data.max_images)"
+                 if config.data.max_images else "all of the data (no subset)")
+    manifest = validate(SHARED, config.data)
     sizes: dict[str, int] = {}
     for item in manifest.items:
         if (family := family_of(item.path)) is not None:
@@ -203,10 +207,10 @@ def origins(bench: Bench) -> dict[str, Any]:
         "origins_settings": {
             "profile": profile,
             "epochs": epochs,
-            "reduced_epochs": epochs != load_config(profile).train.epochs,
+            "reduced_epochs": epochs != config.train.epochs,
             "why": f"{len(families)} runs must fit in 40 minutes on this 2-core machine: each trains the "
-                   f"{profile} profile for {epochs} epochs (its own: {load_config(profile).train.epochs}) on "
-                   "every other family, all of the data (no subset), and tests on the held-out family alone",
+                   f"{profile} profile for {epochs} epochs (its own: {config.train.epochs}) on every other "
+                   f"family, {data_used}, and tests on the held-out family alone",
             "families_below_min": sorted(f for f, n in sizes.items() if n < ORIGIN_MIN_IMAGES),
             "min_images": ORIGIN_MIN_IMAGES,
         },
