@@ -15,6 +15,9 @@ the servers) and a fresh MASKCLS_HOME, then runs its parts, in this order:
 - ``origins`` (only as ``PART=origins``): for every origin family (maskcls/origins.py) of at
   least 50 images, the default profile trained without it (``data.holdout_family``) for
   ``--origins-epochs`` epochs, and the recall of its class on it: ``origin_recall_<family>``.
+- ``three-class`` (only as ``PART=three-class``): `maskcls train --profile three-class` on its
+  own sources (``MASKCLS_SHARED_DATASETS``, by default ``../shared/datasets`` beside the
+  checkout): macro recall, each class's recall (``mask_weared_incorrect`` among them).
 
 ``seed`` runs the seed profile twice: on the leak-free split (``seed_*``) and under the
 article's protocol (``seed_article_protocol_*``: by file, duplicates kept, validation after
@@ -122,6 +125,9 @@ def train(bench: Bench) -> dict[str, Any]:
         "test_accuracy": default["metrics"]["test_accuracy"],
         "test_f1": default["metrics"]["test_f1"],
         "test_roc_auc": default["metrics"]["test_roc_auc"],
+        # Calibration (the temperature fitted on validation) and each class's recall.
+        **{k: v for k, v in default["metrics"].items()
+           if k.startswith("test_recall_") or k in ("test_ece", "test_ece_uncalibrated", "temperature")},
         "cold_run_s": cold_s,
         "warm_run_s": warm_s,
     }
@@ -217,6 +223,24 @@ def origins(bench: Bench) -> dict[str, Any]:
     }
 
 
+def three_class(bench: Bench) -> dict[str, Any]:
+    """The three-class profile on its own source list (face-mask, tune-scene faces, incorrect masks)."""
+    log("three-class profile run (its own sources under MASKCLS_SHARED_DATASETS)")
+    run_s, _, out = timed_process(TRAIN + ["--profile", "three-class"], bench.env)
+    result = last_json(out)
+    metrics = result["metrics"]
+    log(f"three-class run: {run_s:.0f}s, macro recall {metrics['test_recall']:.4f}, "
+        f"incorrect-mask recall {metrics.get('test_recall_mask_weared_incorrect', float('nan')):.4f}")
+    return {
+        "three_class_test_accuracy": metrics["test_accuracy"],
+        "three_class_macro_recall": metrics["test_recall"],
+        **{f"three_class_{k}": v for k, v in metrics.items() if k.startswith("test_recall_") or k == "test_ece"},
+        "three_class_counts": result["counts"],
+        "three_class_registered_model": result.get("registered_model"),
+        "three_class_run_s": run_s,
+    }
+
+
 def speed(bench: Bench) -> dict[str, Any]:
     dest = bench.work / "arrays"
     images = export_arrays(bench, dest, bench.outputs["seed"]["mlflow_run_id"])
@@ -270,7 +294,7 @@ class Part:
     needs: tuple[str, ...] = ()
 
 
-PartName = Literal["train", "seed", "speed", "predict", "scan", "origins"]
+PartName = Literal["train", "seed", "speed", "predict", "scan", "origins", "three-class"]
 #: Every part, in the order the whole bench runs them.
 PARTS: dict[PartName, Part] = {
     "train": Part(train),
@@ -280,9 +304,10 @@ PARTS: dict[PartName, Part] = {
     "scan": Part(scan, needs=("train",)),
     # Not in the default run (about 40 minutes of its own): `make bench PART=origins`.
     "origins": Part(origins),
+    "three-class": Part(three_class),
 }
 #: Parts only run when asked for by name.
-ON_REQUEST: tuple[str, ...] = ("origins",)
+ON_REQUEST: tuple[str, ...] = ("origins", "three-class")
 #: A family with fewer kept images is not held out (too few to measure a recall).
 ORIGIN_MIN_IMAGES = 50
 #: Epochs of the held-out-family runs: 8 families x (2 epochs + preprocessing) fit in 40 minutes.
@@ -302,7 +327,15 @@ def plan(part: PartName | None) -> list[PartName]:
 
 TARGETS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], bool]]] = {
     "test_accuracy>=0.98": (("test_accuracy",), lambda r: r["test_accuracy"] >= 0.98),
-    "seed_test_accuracy>=0.9645": (("seed_test_accuracy",), lambda r: r["seed_test_accuracy"] >= 0.9645),
+    "per_class_recall>=0.97": (("test_recall_with_mask", "test_recall_without_mask"),
+                               lambda r: min(r["test_recall_with_mask"], r["test_recall_without_mask"]) >= 0.97),
+    "test_ece<=0.03": (("test_ece",), lambda r: r["test_ece"] <= 0.03),
+    # seed_test_accuracy and seed_article_protocol_test_accuracy are reported beside the article's
+    # 96.45%, not targets: the article's figure came from a leaky split.
+    "three_class_macro_recall>=0.90": (("three_class_macro_recall",), lambda r: r["three_class_macro_recall"] >= 0.90),
+    "three_class_incorrect_recall>=0.85": (("three_class_test_recall_mask_weared_incorrect",),
+                                           lambda r: r["three_class_test_recall_mask_weared_incorrect"] >= 0.85),
+    "three-class<=40min": (("three-class_wall_s",), lambda r: r["three-class_wall_s"] <= 2400),
     "throughput>=1.5x_naive": (("train_speedup",), lambda r: r["train_speedup"] >= 1.5),
     "accuracy_within_0.5_points": (
         ("pipeline_test_accuracy_after_2_epochs", "naive_test_accuracy_after_2_epochs"),
