@@ -433,7 +433,7 @@ def measure_predict(settings: Settings) -> float:
 
 def main(
     part: Annotated[PartName | None, typer.Option(
-        help="Run only this part (after the parts it needs); default: every part but origins, in order.")] = None,
+        help="Run only this part (after the parts it needs); default: every part but origins and three-class, in order.")] = None,
     origins_profile: Annotated[str, typer.Option(
         help="Profile the origins part trains (smoke: a quick check that it works).")] = "default",
     origins_epochs: Annotated[int, typer.Option(
