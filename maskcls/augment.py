@@ -85,3 +85,26 @@ def augment_to_file(
 
 def augment_labels(y: np.ndarray) -> np.ndarray:
     return np.repeat(np.asarray(y), N_VARIANTS)
+
+
+def validation_after_augment(y_aug: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) sample indices: ``share`` of the augmented samples, stratified by label.
+
+    The article's protocol (``data.protocol=article``): validation is drawn from the samples
+    after augmentation, so variants of one image land on both sides and validation accuracy
+    is inflated. Indices are sorted, so reading a memmap by them goes front to back.
+    """
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(y_aug))
+    train, val = train_test_split(index, test_size=share, random_state=seed, stratify=np.asarray(y_aug))
+    return np.sort(train), np.sort(val)
+
+
+def take_to_file(x: np.ndarray, index: np.ndarray, out_path: Path, chunk: int = 8192) -> None:
+    """Write ``x[index]`` to an .npy file chunk by chunk (``x`` may be a memmap)."""
+    out = np.lib.format.open_memmap(out_path, mode="w+", dtype=x.dtype, shape=(len(index), *x.shape[1:]))
+    for start in range(0, len(index), chunk):
+        out[start : start + chunk] = x[index[start : start + chunk]]
+    out.flush()
+    del out

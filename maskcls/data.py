@@ -92,6 +92,12 @@ class Split(BaseModel):
     test: list[Item]
     n_clusters: int
     fingerprint: str
+    #: The article protocol: this share of the augmented training samples is validation
+    #: (taken after augmentation, seed ``val_seed``); 0 means validation is the ``val`` side.
+    val_after_augment: float = 0.0
+    val_seed: int = 0
+    #: Images on no side: under data.holdout_family, the other families' near-duplicates of it.
+    left_out: list[str] = []
 
     def side(self, name: str) -> list[Item]:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
@@ -496,6 +502,10 @@ def split(manifest: Manifest, cfg: DataConfig) -> Split:
     smallest content hash among its members, so adding images never moves an
     unrelated image between sides, and every profile sees the same test side.
     """
+    if cfg.protocol == "article":
+        return article_split(manifest, cfg)
+    if cfg.holdout_family is not None:
+        return holdout_split(manifest, cfg)
     # Clusters are formed on the whole manifest, before any subset, so a subset (the smoke
     # profile) puts every image on the same side as the full data does.
     all_items = manifest.items
@@ -546,6 +556,124 @@ def split(manifest: Manifest, cfg: DataConfig) -> Split:
         test=sides["test"],
         n_clusters=len(set(groups)),
         fingerprint=h.hexdigest(),
+    )
+
+
+#: The article's test share: 1,492 of its 4,962 files.
+ARTICLE_TEST_FRACTION = 0.3
+
+
+def with_duplicates(manifest: Manifest) -> list[Item]:
+    """The kept items plus every byte-identical copy validation left out, each under its own path."""
+    by_path = {i.path: i for i in manifest.items}
+    copies = [by_path[kept].model_copy(update={"path": path}) for path, kept in manifest.duplicates
+              if kept in by_path]
+    return sorted([*manifest.items, *copies], key=lambda i: i.path)
+
+
+def _sides_fingerprint(sides: dict[str, list[Item]], *extra: object) -> str:
+    h = hashlib.sha256()
+    for part in extra:
+        h.update(f"{part}".encode())
+    for side in ("train", "val", "test"):
+        h.update(side.encode())
+        for i in sides[side]:
+            h.update(i.sha256.encode())
+    return h.hexdigest()
+
+
+def _check_classes(manifest: Manifest, sides: dict[str, list[Item]], names: tuple[str, ...], how: str) -> None:
+    for side in names:
+        have = Counter(i.label for i in sides[side])
+        missing = [c for c in manifest.classes if not have.get(c)]
+        if missing:
+            raise DataError(f"{manifest.root}: {how}, class {', '.join(map(repr, missing))} has no image on the "
+                            f"{side} side; add images or change the data settings.")
+
+
+def article_split(manifest: Manifest, cfg: DataConfig) -> Split:
+    """The 2020 article's split (``data.protocol=article``), which leaks, to reproduce its figures.
+
+    By file, not by near-duplicate cluster, with the exact duplicates validation set aside put
+    back; 30% of the files for test, stratified by class (scikit-learn's ``train_test_split``,
+    ``random_state=data.split_seed``); no validation side: ``val_after_augment`` tells the
+    augment stage to take ``data.val_fraction`` of the augmented samples instead. A source's
+    own ``test/`` folder is kept as the test side.
+    """
+    from sklearn.model_selection import train_test_split
+
+    items = with_duplicates(manifest)
+    if cfg.max_images is not None and cfg.max_images < len(items):
+        # Copies share their content hash, so a subset takes all of them or none.
+        items = subset(items, manifest.classes, cfg.max_images, cfg.split_seed)
+    sides: dict[str, list[Item]] = {"train": [], "val": [], "test": []}
+    free: list[Item] = []
+    for item in items:
+        preset = preset_side(item.path)
+        (sides["test"] if preset == "test" else sides["train"] if preset else free).append(item)
+    if free:
+        try:
+            train, test = train_test_split(free, test_size=ARTICLE_TEST_FRACTION, random_state=cfg.split_seed,
+                                           stratify=[i.label for i in free])
+        except ValueError as exc:
+            raise DataError(f"{manifest.root}: cannot hold out {ARTICLE_TEST_FRACTION:.0%} of {len(free)} files "
+                            f"stratified by class under data.protocol=article: {exc}") from None
+        sides["train"] += sorted(train, key=lambda i: i.path)
+        sides["test"] += sorted(test, key=lambda i: i.path)
+    _check_classes(manifest, sides, ("train", "test"), "under data.protocol=article")
+    return Split(
+        root=manifest.root, classes=manifest.classes, train=sides["train"], val=[], test=sides["test"],
+        n_clusters=len({i.sha256 for i in items}),
+        fingerprint=_sides_fingerprint(sides, "article", cfg.val_fraction, cfg.split_seed),
+        val_after_augment=cfg.val_fraction, val_seed=cfg.split_seed,
+    )
+
+
+def holdout_split(manifest: Manifest, cfg: DataConfig) -> Split:
+    """Hold one origin family out (``data.holdout_family``): its images are the test side, alone.
+
+    Images of other families in a near-duplicate cluster with one of its images are left
+    out of every side (``Split.left_out``), so nothing near-duplicate of a test image is
+    trained on; the rest go to train and validation by cluster, with the rule of ``split``.
+    A source's own train/test folders are not kept: the family decides the test side.
+    """
+    from maskcls.origins import family_of
+
+    family = cfg.holdout_family
+    all_items = manifest.items
+    groups = cluster(all_items, cfg.phash_threshold)
+    names: dict[int, str] = {}
+    for item, g in zip(all_items, groups):
+        names[g] = min(names.get(g, item.sha256), item.sha256)
+    cluster_of = {item.sha256: names[g] for item, g in zip(all_items, groups)}
+    held = {cluster_of[i.sha256] for i in all_items if family_of(i.path) == family}
+    if not held:
+        found = sorted({f for i in all_items if (f := family_of(i.path))})
+        raise DataError(f"{manifest.root}: data.holdout_family={family!r} matches no image here; the families "
+                        f"found are {', '.join(found) or 'none'} (docs/origins.md).")
+    items = all_items
+    if cfg.max_images is not None and cfg.max_images < len(items):
+        items = subset(items, manifest.classes, cfg.max_images, cfg.split_seed)
+    sides: dict[str, list[Item]] = {"train": [], "val": [], "test": []}
+    left_out: list[str] = []
+    for item in items:
+        name = cluster_of[item.sha256]
+        if family_of(item.path) == family:
+            sides["test"].append(item)
+        elif name in held:
+            left_out.append(item.path)
+        elif _unit_hash(cfg.split_seed, "val", name) < cfg.val_fraction:
+            sides["val"].append(item)
+        else:
+            sides["train"].append(item)
+    if not sides["test"]:
+        raise DataError(f"{manifest.root}: data.holdout_family={family!r} has no image in the data.max_images="
+                        f"{cfg.max_images} subset; raise data.max_images.")
+    _check_classes(manifest, sides, ("train",), f"holding out family {family!r}")
+    return Split(
+        root=manifest.root, classes=manifest.classes, train=sides["train"], val=sides["val"], test=sides["test"],
+        n_clusters=len({cluster_of[i.sha256] for i in items}),
+        fingerprint=_sides_fingerprint(sides, "holdout", family), left_out=left_out,
     )
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 PROMOTED = "promoted"
 NOT_BETTER = "not_better"
 ERROR = "error"
+#: A run whose model is never registered (the article protocol, a held-out origin family).
+SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)
@@ -67,3 +69,18 @@ def decide(scores: Scores | None, min_delta: float) -> Decision:
     if scores.candidate - scores.champion >= min_delta:
         return Decision(promote=True, outcome=PROMOTED, reason="better " + detail)
     return Decision(promote=False, outcome=NOT_BETTER, reason="not better " + detail)
+
+
+def registration_skipped(protocol: str, holdout_family: str | None) -> str | None:
+    """Why a run's model must not become a version at all (None: it may be registered).
+
+    A model is compared with the champion on the shared leak-free test side; these runs
+    score on another test side, so their figures answer another question.
+    """
+    if protocol == "article":
+        return ("data.protocol=article reproduces the 2020 article's leaky split (exact duplicates and "
+                "variants of training images on the test and validation sides): its model is never registered")
+    if holdout_family is not None:
+        return (f"data.holdout_family={holdout_family} trains without that origin family and tests on it "
+                "alone: its model is never registered")
+    return None

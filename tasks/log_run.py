@@ -32,10 +32,13 @@ def log_data(run_id: str, settings: Settings, source: str, raw: SourceData, mani
         "n_clusters": split_.n_clusters,
         **{f"n_{side}": sum(c.values()) for side, c in counts.items()},
         "n_train_samples": augmented.n_samples,
+        "n_val_samples": augmented.n_val_samples,
+        "n_left_out": len(split_.left_out),
     })
     tracking.log_json(client, run_id, manifest.report(), "validation_report.json")
     tracking.log_json(client, run_id, {"counts": counts, "n_clusters": split_.n_clusters,
-                                       "fingerprint": split_.fingerprint}, "split.json")
+                                       "fingerprint": split_.fingerprint, "left_out": split_.left_out},
+                      "split.json")
     tracking.log_dataset(client, run_id, [i.model_dump(include={"path", "label", "sha256"}) for i in manifest.items],
                          source=source, digest=manifest.fingerprint)
     if augmented.preview is not None:

@@ -32,4 +32,5 @@ def preprocess(split_: Split, cfg: PreprocessConfig, settings: Settings) -> Arra
     get_run_logger().info(f"preprocessed to {cfg.size}x{cfg.size} {cfg.color_mode}: "
                           + ", ".join(f"{k} {len(v.paths)}" for k, v in sides.items()))
     return ArraysRecord(classes=split_.classes, root=split_.root, split_fingerprint=split_.fingerprint,
-                        preprocess=cfg, sides=sides)
+                        preprocess=cfg, sides=sides, val_after_augment=split_.val_after_augment,
+                        val_seed=split_.val_seed)

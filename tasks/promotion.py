@@ -88,6 +88,11 @@ def register_and_promote(model: ModelRecord, evaluation: EvalRecord, arrays: Arr
     class set, and promote it if the rule says so. ``licences`` (the data's) become the version's
     `licence` tag and are stated in its description (model card)."""
     client = tracking.configure(settings)
+    skipped = promotion.registration_skipped(config.data.protocol, config.data.holdout_family)
+    if skipped is not None:
+        tracking.set_tags(client, run_id, {"promotion": promotion.SKIPPED, "promotion_reason": skipped[:4000]})
+        log.info(f"not registered: {skipped}")
+        return RegisterRecord(version=None, promotion=promotion.SKIPPED, reason=skipped, model_uri=None)
     classes = arrays.classes
     name = classifier_model_name(classes)
     licences = sorted(set(licences or []))

@@ -37,6 +37,9 @@ class ArraysRecord(_Record):
     split_fingerprint: str
     preprocess: PreprocessConfig
     sides: dict[str, SideArrays]
+    #: From ``Split``: the share of augmented samples the augment stage makes validation (article protocol).
+    val_after_augment: float = 0.0
+    val_seed: int = 0
 
     def refs(self) -> list[FileRef]:
         return [r for s in self.sides.values() for r in (s.x, s.y)]
@@ -48,9 +51,13 @@ class AugmentedRecord(_Record):
     n_images: int
     n_samples: int
     preview: FileRef | None
+    #: Validation taken from the augmented samples (article protocol); None: the split's val side.
+    val_x: FileRef | None = None
+    val_y: FileRef | None = None
+    n_val_samples: int = 0
 
     def refs(self) -> list[FileRef]:
-        return [self.x, self.y] + ([self.preview] if self.preview else [])
+        return [r for r in (self.x, self.y, self.preview, self.val_x, self.val_y) if r is not None]
 
 
 class ModelRecord(_Record):

@@ -24,6 +24,8 @@ def summary(settings: Settings, run_id: str, config: PipelineConfig, manifest: m
     if all_cached:
         outcome = (f"Every stage came from the cache: nothing new was trained or registered. "
                    f"The model was trained in MLflow run `{model.trained_in_run}`.")
+    elif registered.version is None:
+        outcome = f"Nothing registered: **{registered.promotion}** ({registered.reason})."
     else:
         outcome = (f"Registered `face-mask-classifier` version **{registered.version}**: "
                    f"**{registered.promotion}** ({registered.reason}).")
@@ -47,7 +49,7 @@ MLflow run: {link_md}
 
 Data: {len(manifest.items)} images kept ({len(manifest.skipped)} skipped, {len(manifest.duplicates)} duplicates),
 fingerprint `{manifest.fingerprint[:16]}`; train {sum(counts['train'].values())} images -> {augmented.n_samples} samples,
-validation {sum(counts['val'].values())}, test {sum(counts['test'].values())}.
+validation {sum(counts['val'].values()) or augmented.n_val_samples}{' samples' if augmented.val_x else ''}, test {sum(counts['test'].values())}.
 
 | stage | state |
 |---|---|

@@ -23,8 +23,11 @@ def train(arrays: ArraysRecord, augmented: AugmentedRecord, cfg: TrainConfig, se
 
     client = configure(settings)
     val = arrays.sides["val"]
-    x_val = load_array(val.x, mmap=False) if val.paths else None
-    y_val = load_array(val.y, mmap=False) if val.paths else None
+    if augmented.val_x is not None and augmented.val_y is not None:  # the article protocol's validation
+        x_val, y_val = load_array(augmented.val_x, mmap=False), load_array(augmented.val_y, mmap=False)
+    else:
+        x_val = load_array(val.x, mmap=False) if val.paths else None
+        y_val = load_array(val.y, mmap=False) if val.paths else None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model.keras"
         result = train_model(
