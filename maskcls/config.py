@@ -183,25 +183,28 @@ def _plain(model: Any) -> Any:
     return model.model_dump(mode="json") if isinstance(model, BaseModel) else model
 
 
+#: The default profile's recipe (see PROFILES), which the three-class profile shares.
+DEFAULT_RECIPE: dict[str, Any] = {
+    "preprocess": {"color_mode": "rgb"},
+    "train": {
+        "batch_norm": True,
+        "lr_schedule": "cosine",
+        "epochs": 4,
+        "early_stopping_patience": 2,
+        "aug_brightness": 0.2,
+        "aug_contrast": 0.2,
+        "aug_rotation": 10,
+        "aug_zoom": 0.1,
+    },
+}
+
 PROFILES: dict[str, dict[str, Any]] = {
     # This project's recipe for faces from other collections (docs/experiments.md, sweep
     # 1b87930d): colour, batch normalisation, cosine decay with early stopping on validation
     # loss, and new photometric/geometric copies every epoch on top of the 32 fixed variants.
     # Face cropping (preprocess.face_crop) ranked second on validation loss and is a setting.
     # The field defaults above are the 2020-style 50x50 grayscale CNN every profile starts from.
-    "default": {
-        "preprocess": {"color_mode": "rgb"},
-        "train": {
-            "batch_norm": True,
-            "lr_schedule": "cosine",
-            "epochs": 4,
-            "early_stopping_patience": 2,
-            "aug_brightness": 0.2,
-            "aug_contrast": 0.2,
-            "aug_rotation": 10,
-            "aug_zoom": 0.1,
-        },
-    },
+    "default": DEFAULT_RECIPE,
     # The 2020 article: two Conv2D without pooling, Flatten, Dense, sigmoid; L2; Adam 1e-5;
     # batch 16; validation 0.2; 5 epochs. Its leaks are fixed (split before augmentation,
     # near-duplicates grouped), so its validation comes from whole clusters, not variants.
@@ -222,7 +225,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     # the `report` ones: the scan benchmark's), and the incorrectly worn masks with their own
     # correctly worn ones (one mask drawing for both; grouped by person). Registered as
     # face-mask-classifier-3class (maskcls.names.classifier_model_name).
+    # The default recipe on three classes: face-mask, the tune scenes' faces, the incorrect masks.
     "three-class": {
+        **DEFAULT_RECIPE,
         "sources": (
             "face-mask",
             "voc:face-mask-scenes?part=tune",

@@ -55,6 +55,8 @@ def test_default_profile_is_the_field_defaults_plus_the_recipe_levers() -> None:
     # Everything the profile does not name is the field default; seed and smoke start from those.
     assert cfg.data == DataConfig() and cfg.augment == AugmentConfig() and cfg.inference == InferenceConfig()
     assert cfg.train.conv_filters == TrainConfig().conv_filters
+    three = load_config("three-class")
+    assert (three.preprocess, three.train, three.augment) == (cfg.preprocess, cfg.train, cfg.augment)
     for profile in ("seed", "smoke"):
         other = load_config(profile)
         assert not other.preprocess.face_crop and other.preprocess.color_mode == "grayscale"
