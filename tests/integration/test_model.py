@@ -79,7 +79,8 @@ def test_model_folder_holds_no_pickle_and_has_signature(first_run, mlflow_client
     assert any(f.name.startswith("input_example") for f in files)
     settings = json.loads(next(f for f in files if f.name == "preprocessing.json").read_text())
     assert settings["classes"] == ["with_mask", "without_mask"]
-    assert settings["preprocess"] == {"size": 50, "color_mode": "grayscale"}
+    assert settings["preprocess"] == {"size": 50, "color_mode": "grayscale", "face_crop": False, "face_margin": 0.15}
+    assert settings["inference"] == {"tta_flip": False}
     # the calibration fitted by the version's own run's evaluation
     run = mlflow_client.get_run(mv.run_id)
     assert settings["temperature"] == pytest.approx(run.data.metrics["temperature"])
