@@ -166,7 +166,7 @@ def test_up_twice_then_down_leaves_nothing(stack_env: dict[str, str]) -> None:
         assert deployment.global_concurrency_limit.limit == 1, name
         assert deployment.concurrency_options.collision_strategy.value == "CANCEL_NEW", name
         # The run form offers the workers' data source and describes every parameter.
-        assert deployment.parameters.get("source") == str(SHARED), name
+        assert deployment.parameters.get("source") == [str(SHARED)], name  # a list of parts
         properties = deployment.parameter_openapi_schema["properties"]
         assert set(TRAIN_PARAMETERS) <= set(properties), name
         assert all(properties[p].get("description") for p in TRAIN_PARAMETERS), properties

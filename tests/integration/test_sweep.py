@@ -232,7 +232,7 @@ def test_an_interrupted_sweep_cancels_its_points(top: pg_util.Topology, sweep: d
 def test_sweep_deployment_is_registered_for_the_ui(top: pg_util.Topology) -> None:
     deployment = pg_util.api(top.api_url, f"/deployments/name/{SWEEP_FLOW_NAME}/{SWEEP}")
     assert deployment["entrypoint"] == "flows/sweep.py:sweep_flow"
-    assert deployment["parameters"].get("source") == str(top.data)
+    assert deployment["parameters"].get("source") == [str(top.data)]  # a list of parts
     properties = deployment["parameter_openapi_schema"]["properties"]
     assert {"grid", "profile", "source", "max_images", "epochs", "overrides"} <= set(properties)
     assert all(properties[name].get("description") for name in ("grid", "profile", "source"))
