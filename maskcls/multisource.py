@@ -44,7 +44,7 @@ from pathlib import Path
 
 from maskcls.data import composed_name, scan
 from maskcls.files import folder_fingerprint, is_split_root, read_regular
-from maskcls.source import SourceData, SourceError, fetch_source
+from maskcls.source import SourceData, SourceError, fetch_source, publish_dir
 
 VOC_PREFIX = "voc:"
 #: Options a part may carry after ``?``; a URL whose query has other keys keeps its query.
@@ -377,12 +377,7 @@ def _compose(plan: list[tuple[Part, str, SourceData | None, Path]], target: Path
                 out = tmp / _class_dir(label, p) / composed_name(tag, group, file_name)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 _link_or_copy(folder / rel, out)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():  # not just another process having finished first
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish_dir(tmp, target)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise SourceError(f"Cannot write the combined source into {base}: {exc}.") from None

@@ -437,12 +437,7 @@ def _extract_zip(zip_path: Path, sha: str, downloads_dir: Path, label: str, max_
         raise SourceError(f"Cannot create the extraction folder under {base} for {label}: {exc}.") from None
     try:
         _extract_into(zip_path, tmp, label, max_bytes)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():  # not just another process having finished first
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish_dir(tmp, target)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise SourceError(f"Cannot extract {_with_path(label, zip_path)} into {base}: {exc}.") from None
@@ -450,6 +445,17 @@ def _extract_zip(zip_path: Path, sha: str, downloads_dir: Path, label: str, max_
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def publish_dir(tmp: Path, target: Path) -> None:
+    """Move a finished folder into place in one rename; when another process got there first,
+    its (identical) folder stays and ``tmp`` is dropped."""
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        if not target.is_dir():  # not just another process having finished first
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _with_path(label: str, zip_path: Path) -> str:

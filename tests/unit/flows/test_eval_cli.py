@@ -4,8 +4,6 @@ exit codes and errors, with a stand-in classifier or a local MLflow store (no se
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,25 +14,8 @@ from maskcls import config
 from tests.unit.maskcls.test_folder_eval import BrightIsUnmasked, image
 
 
-@pytest.fixture(autouse=True)
-def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh MASKCLS_HOME, and the logging configuration put back as it was after each test."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("MASKCLS_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    filters = {h: list(h.filters) for h in handlers}
-    cli_handlers, cli_propagate = list(cli.log.handlers), cli.log.propagate
-    yield home
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:] = handlers
-    for handler, kept in filters.items():
-        handler.filters[:] = kept
-    cli.log.handlers[:] = cli_handlers
-    cli.log.propagate = cli_propagate
+# A fresh MASKCLS_HOME and the logging put back, for every test here (tests/unit/flows/conftest.py).
+pytestmark = pytest.mark.usefixtures("_home")
 
 
 @pytest.fixture
