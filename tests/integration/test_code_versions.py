@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,11 @@ EDITED = ("maskcls.store", "maskcls.augment", "tasks.evaluate")
 
 
 def _run(copy: Path, source: Path) -> dict:
+    started = time.perf_counter()
     out = run_cli(["train", "--profile", "smoke", "--source", str(source), "--json", "--max-images", "60"],
                   env={"PYTHONPATH": str(copy)}, cwd=copy)
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout[out.stdout.index("{"):])
+    return {**json.loads(out.stdout[out.stdout.index("{"):]), "wall_s": time.perf_counter() - started}
 
 
 def _first_user(module: str, copy: Path) -> str:
@@ -51,4 +53,10 @@ def test_editing_a_module_reruns_its_stages_and_what_follows(servers, fresh_subs
         expected = {s: ("Cached" if k < cut else "Completed") for k, s in enumerate(STAGE_NAMES)}
         assert result["stages"] == expected, (module, result["stages"])
     # with every module restored, everything is Cached again
-    assert set(_run(copy, fresh_subset)["stages"].values()) == {"Cached"}
+    warm = _run(copy, fresh_subset)
+    assert set(warm["stages"].values()) == {"Cached"}
+    # ... and the run says where its seconds went (make bench's warm_run_breakdown)
+    timings = warm["timings"]
+    assert set(timings) == {"startup_s", "imports_s", "server_wait_s", "flow_s"}, timings
+    assert all(v >= 0 for v in timings.values()) and timings["imports_s"] > 0 and timings["flow_s"] > 0, timings
+    assert sum(timings.values()) < warm["wall_s"], (timings, warm["wall_s"])
