@@ -1,13 +1,16 @@
 """Fit from uint8 arrays through tf.data (scaling on the fly), with history and timing.
 
-The augmented training set (about 80k x 50 x 50) stays uint8 in memory (200 MB) and
-batches are gathered and scaled to [0, 1] inside the input pipeline, so it never
-exists as float32 (800 MB, plus Keras' copy for validation_split).
+The augmented training set (about 100k x 50 x 50) stays a uint8 file on disk: batches are
+read from it with ``pread`` (into the page cache, not into this process's memory, as a memory
+map's touched pages would be) and scaled to [0, 1] inside the input pipeline, so it never
+exists as float32 (1 GB, plus Keras' copy for validation_split) nor whole in the process.
 """
 
 from __future__ import annotations
 
+import os
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,37 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     return {k: float(len(y) / (n_classes * c)) if c else 0.0 for k, c in enumerate(counts)}
 
 
+class RowReader:
+    """Rows of an array by sorted index. For a memory-mapped .npy the rows are read from its file
+    with ``preadv`` straight into the batch (consecutive rows in one call), so the file's pages
+    are never mapped into the process: its RSS does not grow by the file's size over an epoch."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+        self.fd: int | None = None
+        if isinstance(x, np.memmap) and x.filename and x.flags.c_contiguous:
+            self.fd = os.open(x.filename, os.O_RDONLY)
+            self.offset = int(x.offset)
+            self.row_bytes = int(np.prod(x.shape[1:], dtype=np.int64)) * x.dtype.itemsize
+            weakref.finalize(self, os.close, self.fd)
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        if self.fd is None:
+            return np.asarray(self.x[idx])
+        out = np.empty((len(idx), *self.x.shape[1:]), dtype=self.x.dtype)
+        buf = memoryview(out.reshape(-1).view(np.uint8))
+        # Runs of consecutive rows: each is one read of (run length x row bytes).
+        breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+        for run in np.split(np.arange(len(idx)), breaks):
+            first, count = int(run[0]), len(run)
+            want = count * self.row_bytes
+            view = buf[first * self.row_bytes : first * self.row_bytes + want]
+            got = os.preadv(self.fd, [view], self.offset + int(idx[first]) * self.row_bytes)
+            if got != want:
+                raise OSError(f"{self.x.filename}: short read ({got} of {want} bytes) at row {idx[first]}")
+        return out
+
+
 def make_dataset(
     x: np.ndarray,
     y: np.ndarray,
@@ -56,7 +90,8 @@ def make_dataset(
     n_classes: int,
     augment: keras.Sequential | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (float32 in [0, 1], label) gathered from a uint8 array (a memmap is fine).
+    """Batches of (float32 in [0, 1], label) gathered from a uint8 array (a memmap is read from
+    its file, see RowReader).
 
     Batches are gathered in Python from ``x`` itself, so TensorFlow never holds a copy of
     the whole array (capturing it as a tensor would copy it into the dataset graph); the
@@ -65,13 +100,14 @@ def make_dataset(
     n = len(x)
     labels = np.asarray(y, dtype=np.float32 if n_classes == 2 else np.int64)
     rng = np.random.default_rng(seed)
+    rows = RowReader(x)
 
     def batches():
         order = rng.permutation(n) if shuffle else np.arange(n)
         for start in range(0, n, batch_size):
-            # Sorted indices read the memory-mapped file front to back within a batch.
+            # Sorted indices read the file front to back within a batch.
             idx = np.sort(order[start : start + batch_size])
-            yield np.asarray(x[idx]), labels[idx]
+            yield rows(idx), labels[idx]
 
     spec = (
         tf.TensorSpec(shape=(None, *x.shape[1:]), dtype=tf.uint8),

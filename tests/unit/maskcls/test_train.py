@@ -9,7 +9,7 @@ import pytest
 
 from maskcls.config import TrainConfig
 from maskcls.model import build_model, predict_proba
-from maskcls.train import load_model, make_dataset, train_model
+from maskcls.train import RowReader, load_model, make_dataset, train_model
 
 SIDE = 16
 
@@ -46,6 +46,46 @@ def quiet(_: str) -> None:
 
 
 # --- make_dataset ------------------------------------------------------------------------------
+
+
+def _saved_memmap(x: np.ndarray, tmp_path) -> np.ndarray:
+    np.save(tmp_path / "x.npy", x)
+    return np.load(tmp_path / "x.npy", mmap_mode="r")
+
+
+def test_row_reader_reads_memmapped_rows_from_the_file_without_mapping_them(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, size=(50, 3, 5, 2), dtype=np.uint8)
+    mapped = _saved_memmap(x, tmp_path)
+    reader = RowReader(mapped)
+    assert reader.fd is not None
+    for idx in ([0], [49], [3, 4, 5, 9, 10, 30], list(range(50)), [7, 8]):
+        idx = np.asarray(idx)
+        got = reader(idx)
+        assert got.dtype == np.uint8 and not isinstance(got, np.memmap)
+        np.testing.assert_array_equal(got, x[idx])
+    # in-memory arrays are indexed as they are
+    np.testing.assert_array_equal(RowReader(x)(np.array([2, 40])), x[[2, 40]])
+
+
+def test_row_reader_names_the_file_on_a_short_read(tmp_path) -> None:
+    mapped = _saved_memmap(np.zeros((10, 4), dtype=np.uint8), tmp_path)
+    reader = RowReader(mapped)
+    with open(tmp_path / "x.npy", "r+b") as f:  # the file shrinks under the reader
+        f.truncate(reader.offset + 4 * 6)
+    with pytest.raises(OSError, match=r"x\.npy: short read"):
+        reader(np.array([5, 6, 7]))
+
+
+def test_make_dataset_from_a_memmap_yields_the_same_batches_as_from_memory(tmp_path) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, size=(45, 4, 4, 1), dtype=np.uint8)
+    y = np.arange(45) % 2
+    mapped = _saved_memmap(x, tmp_path)
+    for a, b in zip(make_dataset(x, y, 8, shuffle=True, seed=5, n_classes=2),
+                    make_dataset(mapped, y, 8, shuffle=True, seed=5, n_classes=2), strict=True):
+        np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
+        np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
