@@ -399,8 +399,9 @@ def sweep(
                                                       "section.field=v1,v2 (repeatable; every combination is "
                                                       "one run), e.g. --grid train.learning_rate=1e-3,3e-4")] = None,
     profile: Annotated[str, typer.Option(help="default | seed | smoke")] = "default",
-    source: Annotated[Optional[str], typer.Option(help="Folder, zip or http(s) URL of a zip "
-                                                  "(default: the workers' MASKCLS_DATA_SOURCE)")] = None,
+    source: Annotated[Optional[list[str]], typer.Option(
+        help="A part of the data (repeatable), as for train: folder, zip, http(s) URL of a zip, voc:FOLDER "
+        "(default: the profile's own list, else the workers' MASKCLS_DATA_SOURCE)")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs for every run")] = None,
     max_images: Annotated[Optional[int], typer.Option(help="Override data.max_images for every run")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="A setting fixed for every run: "

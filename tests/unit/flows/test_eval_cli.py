@@ -164,3 +164,23 @@ def test_sweep_from_run_exports_an_existing_sweep_from_mlflow_alone(registry: Pa
     # A run that is not a sweep's parent is named as such.
     code, _, err = _invoke("sweep", "--from-run", children["0.001"], "--export", str(target))
     assert code == 1 and "is not a sweep's parent run" in err
+
+
+def test_sweep_takes_several_sources_like_train(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import flows.sweep
+
+    asked: dict = {}
+
+    def sweep_flow(**kwargs):
+        asked.update(kwargs)
+        return {"mlflow_run_id": "parent", "points": []}
+
+    monkeypatch.setenv("MASKCLS_HOME", str(tmp_path))
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # what _stack_env would find
+    monkeypatch.setattr(cli, "_stack_env", lambda: None)
+    monkeypatch.setattr(flows.sweep, "sweep_flow", sweep_flow)
+    code, out, err = _invoke("sweep", "--grid", "train.epochs=1,2", "--profile", "smoke", "--source", "a",
+                             "--source", "voc:b?part=tune,c", "--json")
+    assert code == 0, err
+    assert asked["source"] == ["a", "voc:b?part=tune,c"]
+    assert json.loads(out)["mlflow_run_id"] == "parent"
