@@ -43,7 +43,7 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(ARGS)
 
-## Full-size measurements, one JSON object on stdout; PART=train|seed|speed|predict|scan|origins|three-class runs one part
+## Full-size measurements, one JSON object on stdout; PART=train|seed|speed|predict|scan|origins|three-class|scale runs one part
 bench: $(STAMP)
 	@$(BIN)/python benchmarks/run.py $(if $(PART),--part $(PART)) $(ARGS)
 

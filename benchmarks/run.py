@@ -22,6 +22,10 @@ the servers) and a fresh MASKCLS_HOME, then runs its parts, in this order:
 - ``three-class`` (only as ``PART=three-class``): `maskcls train --profile three-class` on its
   own sources (``MASKCLS_SHARED_DATASETS``, by default ``../shared/datasets`` beside the
   checkout): macro recall, each class's recall (``mask_weared_incorrect`` among them).
+- ``scale`` (only as ``PART=scale``): benchmarks/scale.py in its own process (its progress on
+  this stderr): the data stages' seconds per 1,000 images on synthetic sets of 1x-64x the
+  shared data, the work redone when 1% new images join the 16x set, the plot in
+  docs/scaling.png; its JSON is merged with every top-level key prefixed ``scale_``.
 
 ``seed`` runs the seed profile twice: on the leak-free split (``seed_*``) and under the
 article's protocol (``seed_article_protocol_*``: by file, duplicates kept, validation after
@@ -259,6 +263,17 @@ def three_class(bench: Bench) -> dict[str, Any]:
     }
 
 
+def scale(bench: Bench) -> dict[str, Any]:
+    """benchmarks/scale.py's report, keys prefixed ``scale_`` (it streams its progress to this stderr)."""
+    log(f"scale: synthetic sets of {bench.options['scale_sizes']} x the shared data (own process)")
+    argv = [sys.executable, "-m", "benchmarks.scale", "--sizes", bench.options["scale_sizes"],
+            "--plot", str(REPO / "docs" / "scaling.png")]
+    if bench.options.get("scale_limit"):
+        argv += ["--limit", str(bench.options["scale_limit"])]
+    out = subprocess.run(argv, env=bench.env, cwd=REPO, stdout=subprocess.PIPE, text=True, check=True).stdout
+    return {f"scale_{key}": value for key, value in last_json(out).items()}
+
+
 #: The rows of the speed comparison: speed_round.py's options for each (the seed model, float32,
 #: batch 16, unless the row's name says otherwise). Every row but naive is the pipeline's input path.
 SPEED_ROWS: dict[str, list[str]] = {
@@ -384,7 +399,7 @@ class Part:
     needs: tuple[str, ...] = ()
 
 
-PartName = Literal["train", "seed", "speed", "predict", "scan", "origins", "three-class"]
+PartName = Literal["train", "seed", "speed", "predict", "scan", "origins", "three-class", "scale"]
 #: Every part, in the order the whole bench runs them.
 PARTS: dict[PartName, Part] = {
     "train": Part(train),
@@ -395,9 +410,10 @@ PARTS: dict[PartName, Part] = {
     # Not in the default run (about 40 minutes of its own): `make bench PART=origins`.
     "origins": Part(origins),
     "three-class": Part(three_class),
+    "scale": Part(scale),
 }
 #: Parts only run when asked for by name.
-ON_REQUEST: tuple[str, ...] = ("origins", "three-class")
+ON_REQUEST: tuple[str, ...] = ("origins", "three-class", "scale")
 #: A family with fewer kept images is not held out (too few to measure a recall).
 ORIGIN_MIN_IMAGES = 50
 #: Epochs of the held-out-family runs: 8 families x (2 epochs + preprocessing) fit in 40 minutes.
@@ -446,6 +462,12 @@ TARGETS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], bool]]] = {
     "origins<=40min": (("origins_wall_s",), lambda r: r["origins_wall_s"] <= 2400),
     "origin_recall>=0.95": (("origins_runs",),
                             lambda r: all(run["recall"] >= 0.95 for run in r["origins_runs"].values())),
+    # Issue 10: data stages near-linear, clustering fast, a small addition cheap.
+    "scale_data_stages_64x<=1.3x_1x": (("scale_data_stages_ratio_64x",),
+                                       lambda r: r["scale_data_stages_ratio_64x"] <= 1.3),
+    "scale_cluster_64x<=60s": (("scale_cluster_s_64x",), lambda r: r["scale_cluster_s_64x"] <= 60),
+    "scale_1%_new_redo<=10%": (("scale_redo_share_16x",), lambda r: r["scale_redo_share_16x"] <= 0.10),
+    "scale<=40min": (("scale_wall_s",), lambda r: r["scale_wall_s"] <= 2400),
 }
 
 
@@ -526,11 +548,16 @@ def measure_predict(settings: Settings) -> float:
 
 def main(
     part: Annotated[PartName | None, typer.Option(
-        help="Run only this part (after the parts it needs); default: every part but origins and three-class, in order.")] = None,
+        help="Run only this part (after the parts it needs); default: every part but origins, three-class and "
+        "scale, in order.")] = None,
     origins_profile: Annotated[str, typer.Option(
         help="Profile the origins part trains (smoke: a quick check that it works).")] = "default",
     origins_epochs: Annotated[int, typer.Option(
         help="Epochs of each origins run (reduced from the profile's to fit 40 minutes).")] = ORIGINS_EPOCHS,
+    scale_sizes: Annotated[str, typer.Option(
+        help="Sizes of the scale part, as multiples of the shared data.")] = "1,4,16,64",
+    scale_limit: Annotated[int | None, typer.Option(
+        help="Source images of the scale part (a quick check; default: all of the shared data).")] = None,
 ) -> None:
     """Measure the pipeline on the shared dataset; print one JSON object on stdout."""
     names = plan(part)
@@ -545,7 +572,8 @@ def main(
                 "MASKCLS_HOME": str(work / "home"),
                 "MASKCLS_DATA_SOURCE": str(SHARED),
                 "TF_CPP_MIN_LOG_LEVEL": "2",
-            }, work=work, options={"origins_profile": origins_profile, "origins_epochs": origins_epochs})
+            }, work=work, options={"origins_profile": origins_profile, "origins_epochs": origins_epochs,
+                                   "scale_sizes": scale_sizes, "scale_limit": scale_limit})
             result: dict[str, Any] = {"dataset": str(SHARED), "parts": names}
             for name in names:
                 log(f"part {name}")

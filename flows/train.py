@@ -62,7 +62,7 @@ def train_flow(
     ok = False
     try:
         raw = stage(download, parts, sources_identity(parts), settings, config.data.crop_margin)
-        manifest = stage(validate, raw, config.data)
+        manifest = stage(validate, raw, config.data, settings)
         sides = stage(split, manifest, config.data)
         arrays = stage(preprocess, sides, config.preprocess, settings)
         augmented = stage(augment, arrays, config.augment, settings)

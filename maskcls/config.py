@@ -348,6 +348,10 @@ class Settings(BaseSettings):
     download_timeout_s: float = Field(
         30.0, gt=0, description="Seconds without an answer before one download attempt gives up."
     )
+    data_threads: int = Field(
+        0, ge=0, description="Threads that decode, validate and resize images (validate and preprocess "
+        "stages); 0 means every core. Results are the same for any number."
+    )
     # Tracking.
     tracking_uri: str = Field(
         "",

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from maskcls.config import DataConfig
 from maskcls.errors import MaskclsError
 from maskcls.files import is_image_name, is_split_root, read_regular, scan_tree
+from maskcls.parallel import map_ordered
 from maskcls.preprocess import DecodeError, decode_image, to_gray
 
 
@@ -208,34 +209,49 @@ def undecodable_reason(data: bytes, decoder_says: str) -> str:
     return decoder_says
 
 
+def _inspect(path: Path, cfg: DataConfig) -> tuple[str, int, int, int, int] | str:
+    """(content sha256, perceptual hash, mirror hash, width, height) of a usable image, or why it is skipped.
+
+    Reads and decodes one file; safe to run in several threads at once.
+    """
+    try:
+        data = read_regular(path)
+        img, w, h = _check_image(data, cfg)
+    except DecodeError as exc:
+        return undecodable_reason(data, str(exc))
+    except OSError as exc:
+        return f"cannot read the file: {exc.strerror or exc}"
+    gray = to_gray(img)
+    return hashlib.sha256(data).hexdigest(), _phash(gray), _phash(gray[:, ::-1]), w, h
+
+
 def validate(
     root: Path | str,
     cfg: DataConfig,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> Manifest:
-    """Decode every candidate once; keep readable images, each distinct content once."""
+    """Decode every candidate once; keep readable images, each distinct content once.
+
+    The candidates are decoded on ``workers`` threads (None or 0: every core,
+    ``maskcls.parallel``); the manifest, the reasons and the progress calls are the same
+    for any number.
+    """
     root = Path(root)
     candidates, skipped = scan(root)
     by_sha: dict[str, list[tuple[str, str]]] = defaultdict(list)
     decoded: dict[str, tuple[str, str, int, int, int, int]] = {}
-    for n, (rel, label) in enumerate(candidates, 1):
-        try:
-            data = read_regular(root / rel)
-            img, w, h = _check_image(data, cfg)
-        except DecodeError as exc:
-            skipped.append(Skipped(path=rel, reason=undecodable_reason(data, str(exc))))
+    checked = map_ordered(lambda c: _inspect(root / c[0], cfg), candidates, workers)
+    for n, ((rel, label), found) in enumerate(zip(candidates, checked, strict=True), 1):
+        if progress is not None and (n % 250 == 0 or n == len(candidates)):
+            progress(n, len(candidates))
+        if isinstance(found, str):
+            skipped.append(Skipped(path=rel, reason=found))
             continue
-        except OSError as exc:
-            skipped.append(Skipped(path=rel, reason=f"cannot read the file: {exc.strerror or exc}"))
-            continue
-        finally:
-            if progress is not None and (n % 250 == 0 or n == len(candidates)):
-                progress(n, len(candidates))
-        sha = hashlib.sha256(data).hexdigest()
+        sha, ph, phm, w, h = found
         by_sha[sha].append((rel, label))
         if sha not in decoded:
-            gray = to_gray(img)
-            decoded[sha] = (rel, label, _phash(gray), _phash(gray[:, ::-1]), w, h)
+            decoded[sha] = (rel, label, ph, phm, w, h)
 
     items: list[Item] = []
     duplicates: list[tuple[str, str]] = []

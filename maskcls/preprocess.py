@@ -12,6 +12,7 @@ import numpy as np
 from maskcls.config import PreprocessConfig
 from maskcls.errors import MaskclsError
 from maskcls.files import read_regular
+from maskcls.parallel import map_ordered
 
 
 class DecodeError(MaskclsError, ValueError):
@@ -129,15 +130,25 @@ def preprocess_files(
     paths: Sequence[str],
     cfg: PreprocessConfig,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
-    """Read ``root/path`` for each path into one (n, size, size, channels) uint8 array."""
+    """Read ``root/path`` for each path into one (n, size, size, channels) uint8 array.
+
+    The files are decoded and resized on ``workers`` threads (None or 0: every core,
+    ``maskcls.parallel``); the array, the error (the first broken file in ``paths`` order)
+    and the progress calls are the same for any number.
+    """
     out = np.empty((len(paths), cfg.size, cfg.size, cfg.channels), dtype=np.uint8)
-    for i, rel in enumerate(paths):
+
+    def one(rel: str) -> np.ndarray:
         path = Path(root) / rel
         try:
-            out[i] = preprocess_bytes(read_regular(path), cfg)
+            return preprocess_bytes(read_regular(path), cfg)
         except DecodeError as exc:
             raise DecodeError(f"{path}: {exc}") from None
+
+    for i, x in enumerate(map_ordered(one, paths, workers)):
+        out[i] = x
         if progress is not None and (i + 1) % 500 == 0:
             progress(i + 1, len(paths))
     return out

@@ -17,13 +17,14 @@ from tasks.records import ArraysRecord, SideArrays
 
 @task(name="preprocess", cache_policy=StageCache(stage="preprocess", inputs=("split_", "cfg")))
 def preprocess(split_: Split, cfg: PreprocessConfig, settings: Settings) -> ArraysRecord:
-    """Each side to (n, size, size, channels) uint8 arrays in the store."""
+    """Each side to (n, size, size, channels) uint8 arrays in the store (on MASKCLS_DATA_THREADS threads)."""
     store = Store(settings.store_dir)
     sides: dict[str, SideArrays] = {}
     for side in ("train", "val", "test"):
         items = split_.side(side)
         paths = [i.path for i in items]
-        x = preprocess_files(Path(split_.root), paths, cfg, progress=progress(f"preprocessed {side}"))
+        x = preprocess_files(Path(split_.root), paths, cfg, progress=progress(f"preprocessed {side}"),
+                             workers=settings.data_threads)
         y = labels_of(items, split_.classes)
         sides[side] = SideArrays(
             x=store.put_array("arrays", x), y=store.put_array("arrays", y),

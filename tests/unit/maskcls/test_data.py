@@ -248,6 +248,34 @@ def test_validate_reports_progress_up_to_the_total(tmp_path: Path) -> None:
     assert calls and calls[-1] == (8, 8)
 
 
+def test_validate_gives_the_same_manifest_and_progress_on_one_thread_and_on_several(
+    messy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import maskcls.parallel
+
+    # The messy folder (bad files of every kind), exact copies, bytes in two classes, and enough
+    # images for progress calls and many small chunks (two items per worker).
+    root = tmp_path / "ds"
+    shutil.copytree(messy[0], root)
+    make_classes(root, 140, seed=7, prefix="more")
+    a, b = CLASSES
+    shutil.copy(root / f"{a}/more001.png", root / f"{a}/copy_of_more001.png")
+    shutil.copy(root / f"{a}/more002.png", root / f"{b}/ambiguous.png")
+    monkeypatch.setattr(maskcls.parallel, "CHUNK_PER_WORKER", 2)
+    cfg = messy[2]
+    one_calls: list[tuple[int, int]] = []
+    three_calls: list[tuple[int, int]] = []
+    one = validate(root, cfg, progress=lambda n, t: one_calls.append((n, t)), workers=1)
+    three = validate(root, cfg, progress=lambda n, t: three_calls.append((n, t)), workers=3)
+    assert three == one
+    assert three.model_dump_json() == one.model_dump_json()
+    assert three_calls == one_calls and one_calls[-1][0] == one_calls[-1][1] > 250
+    reasons = {s.path: s.reason for s in one.skipped}
+    assert f"{b}/ambiguous.png" in reasons and f"{a}/more002.png" in reasons
+    assert dict(one.duplicates) == {f"{a}/more001.png": f"{a}/copy_of_more001.png"}
+    assert "truncated" in reasons[f"{b}/truncated.jpg"].lower() or "decode" in reasons[f"{b}/truncated.jpg"]
+
+
 def test_exact_duplicates_are_kept_once_and_listed(tmp_path: Path) -> None:
     make_classes(tmp_path, 4)
     a = CLASSES[0]

@@ -222,6 +222,40 @@ def test_preprocess_files_names_the_broken_file(tmp_path: Path) -> None:
     assert "ok.png" not in str(exc.value)
 
 
+def test_preprocess_files_is_the_same_on_one_thread_and_on_several(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import maskcls.parallel
+
+    monkeypatch.setattr(maskcls.parallel, "CHUNK_PER_WORKER", 3)  # many chunks
+    (tmp_path / "cls").mkdir()
+    paths = []
+    for k in range(510):  # past one progress call (every 500)
+        rel = f"cls/{k}.{'jpg' if k % 3 else 'png'}"
+        img = random_bgr(k, h=16 + k % 9, w=14 + k % 7)
+        (tmp_path / rel).write_bytes(encode(img, ".jpg" if k % 3 else ".png"))
+        paths.append(rel)
+    for cfg in (PreprocessConfig(size=10), PreprocessConfig(size=12, color_mode="rgb")):
+        one_calls: list[tuple[int, ...]] = []
+        three_calls: list[tuple[int, ...]] = []
+        one = preprocess_files(tmp_path, paths, cfg, lambda *call, to=one_calls: to.append(call), workers=1)
+        three = preprocess_files(tmp_path, paths, cfg, lambda *call, to=three_calls: to.append(call), workers=3)
+        np.testing.assert_array_equal(three, one)
+        assert three_calls == one_calls == [(500, 510)]
+    # Two broken files: both ways name the first one in the given order, and only it.
+    (tmp_path / "cls/broken_a.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (tmp_path / "cls/broken_b.png").write_bytes(b"")
+    broken = [*paths[:40], "cls/broken_b.png", *paths[40:80], "cls/broken_a.jpg", *paths[80:]]
+    messages = set()
+    for workers in (1, 3):
+        with pytest.raises(DecodeError) as exc:
+            preprocess_files(tmp_path, broken, PreprocessConfig(size=8), workers=workers)
+        messages.add(str(exc.value))
+    assert len(messages) == 1
+    (message,) = messages
+    assert "broken_b.png" in message and "broken_a.jpg" not in message
+
+
 def test_preprocess_files_of_nothing_is_an_empty_batch(tmp_path: Path) -> None:
     out = preprocess_files(tmp_path, [], PreprocessConfig(size=8, color_mode="rgb"))
     assert out.shape == (0, 8, 8, 3)
