@@ -301,7 +301,8 @@ def on_demand_runs(e2e_stack: Stack, browser: Any, screenshot: Shot) -> list[dic
             custom_run(page, "smoke", e2e_stack.data_source)
             screenshot(page, f"on-demand run form {attempt}", full_page=True,
                        docs="prefect-run-form.png" if attempt == 1 else None)
-            submit_run(page)
+            submit_run(page, created=lambda known=known: any(
+                r["id"] not in known for r in e2e_stack.flow_runs(deployment["id"])))
             new = wait_until(
                 lambda: [r for r in e2e_stack.flow_runs(deployment["id"]) if r["id"] not in known],
                 30, "the flow run created by Submit", interval=1,

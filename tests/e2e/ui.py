@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
 from playwright.sync_api import Locator, Page, expect
 
@@ -33,6 +34,14 @@ def open_deployment(page: Page, prefect_ui: str, name: str) -> None:
     expect(page.get_by_text("Triggers", exact=True)).to_be_visible()
 
 
+def open_deployment_page(page: Page, prefect_ui: str, deployment_id: str, flow: str) -> None:
+    """A deployment's page by its id (two flows have an `on-demand` deployment), with its Run button."""
+    page.goto(f"{prefect_ui}/deployments/deployment/{deployment_id}")
+    expect(page.get_by_role("button", name="Run", exact=True)).to_be_visible()
+    expect(page.get_by_role("link", name=flow).first).to_be_visible()
+    expect(page.get_by_text("Triggers", exact=True)).to_be_visible()
+
+
 def param_box(page: Page, name: str) -> Locator:
     """The text box of parameter `name` in a Prefect run form (the innermost block with its label)."""
     label = page.get_by_text(f"{name} (Optional)", exact=True)
@@ -53,10 +62,25 @@ def custom_run(page: Page, profile: str, expected_source: str) -> None:
     expect(box).to_have_value(profile)
 
 
-def submit_run(page: Page) -> None:
-    page.get_by_role("button", name="Submit").click()
-    # Back on the deployment page once the run is created.
-    expect(page).to_have_url(re.compile(r"/deployments/deployment/[0-9a-f-]{36}(\?|$)"))
+DEPLOYMENT_PAGE = re.compile(r"/deployments/deployment/[0-9a-f-]{36}(\?|$)")
+
+
+def submit_run(page: Page, created: Callable[[], bool] | None = None, attempts: int = 3) -> None:
+    """Press Submit; back on the deployment page once the run is created.
+
+    On a loaded machine a press can land while the form is still re-rendering and do nothing
+    (the page stays on the form, no run is created). A person presses again: so does this, up to
+    ``attempts`` times, but only while ``created()`` (the API) says that no run was created yet.
+    """
+    for attempt in range(1, attempts + 1):
+        page.get_by_role("button", name="Submit").click()
+        try:
+            expect(page).to_have_url(DEPLOYMENT_PAGE, timeout=15_000)
+            return
+        except AssertionError:
+            if attempt == attempts or (created is not None and created()):
+                break
+    expect(page).to_have_url(DEPLOYMENT_PAGE)
 
 
 def open_flow_run(page: Page, prefect_ui: str, flow_run_id: str, tab: str | None = None) -> None:
