@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from .conftest import Shot, Stack
-from .ui import dismiss_mlflow_assistant, dismiss_registry_promo, image_loaded, mlflow_model_training_view
+from .ui import dismiss_mlflow_assistant, dismiss_registry_promo, mlflow_model_training_view, shown_artifact_image
 
 pytestmark = pytest.mark.e2e
 
@@ -90,14 +90,8 @@ def test_run_page_shows_test_accuracy_and_confusion_matrix(
 
     page.get_by_role("tab", name="Artifacts").or_(page.get_by_role("link", name="Artifacts")).first.click()
     page.get_by_text("confusion_matrix.png", exact=True).first.click()
-    expect(page.get_by_text(re.compile(r"Path: .*confusion_matrix\.png"))).to_be_visible()
-    # The artifact viewer shows the PNG it fetched from the server as a blob: image.
-    image = page.locator("img[src^='blob:']").first
-    expect(image).to_be_visible()
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
-    assert image_loaded(image)
-    box = image.bounding_box()
-    assert box and box["width"] > 200 and box["height"] > 200, box
+    box = shown_artifact_image(page, re.compile(r"Path: .*confusion_matrix\.png"))
+    assert box["width"] > 200 and box["height"] > 200, box
     screenshot(page, "mlflow confusion matrix artifact", docs="mlflow-confusion-matrix.png")
 
 

@@ -19,7 +19,7 @@ from tests.support.data import SHARED
 from tests.support.waiting import wait_until
 
 from .conftest import Shot, Stack
-from .ui import dismiss_mlflow_assistant, image_loaded, mlflow_model_training_view, open_deployment_page, submit_run
+from .ui import dismiss_mlflow_assistant, mlflow_model_training_view, open_deployment_page, shown_artifact_image, submit_run
 
 pytestmark = pytest.mark.e2e
 
@@ -87,11 +87,6 @@ def test_scan_photos_pressed_in_prefect_logs_annotated_photos_to_mlflow(
     annotated = page.get_by_text(re.compile(r"^maksssksksss0\.\w+$")).first
     expect(annotated).to_be_visible()
     annotated.click()
-    expect(page.get_by_text(re.compile(r"Path: .*/images/maksssksksss0\.\w+"))).to_be_visible()
-    image = page.locator("img[src^='blob:']").first
-    expect(image).to_be_visible()
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
-    assert image_loaded(image)
-    box = image.bounding_box()
-    assert box and box["width"] > 200 and box["height"] > 100, box
+    box = shown_artifact_image(page, re.compile(r"Path: .*/images/maksssksksss0\.\w+"))
+    assert box["width"] > 200 and box["height"] > 100, box
     screenshot(page, "mlflow annotated scan photo", docs="mlflow-scan-photo.png")

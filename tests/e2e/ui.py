@@ -147,3 +147,15 @@ def dismiss_registry_promo(page: Page) -> None:
 def image_loaded(img: Locator) -> bool:
     return bool(img.evaluate("e => e.complete && e.naturalWidth > 0 && e.naturalHeight > 0"))
 
+
+def shown_artifact_image(page: Page, path: re.Pattern[str]) -> dict[str, float]:
+    """After clicking an image artifact: its "Path:" line matches ``path`` and the viewer shows the
+    image it fetched from the server (as a blob: URL), loaded; returns the image's bounding box."""
+    expect(page.get_by_text(path)).to_be_visible()
+    image = page.locator("img[src^='blob:']").first
+    expect(image).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    assert image_loaded(image)
+    box = image.bounding_box()
+    assert box, "the artifact image has no box"
+    return box
