@@ -231,17 +231,26 @@ def _sigterm_exits() -> Iterator[None]:
     """SIGTERM raises SystemExit(143) in the main thread, so every ``finally`` runs (the MLflow
     run is ended, the temporary Prefect server stopped) instead of the process vanishing.
 
-    A second SIGTERM during that cleanup kills at once (the default action).
+    A second SIGTERM during that cleanup kills at once (the default action). SIGINT gets a
+    handler of ours too, raising KeyboardInterrupt as Python's own does: while Python's default
+    is installed, ``asyncio.run`` in the main thread (Prefect runs some of its calls that way)
+    swaps in one that only cancels its task, and a task that absorbs the cancellation loses the
+    Ctrl-C; the run then went on to the end (seen under load in tests/faults/test_signals.py).
     """
     def stop(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise SystemExit(128 + signum)
 
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
     previous = signal.signal(signal.SIGTERM, stop)
+    previous_int = signal.signal(signal.SIGINT, interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 #: How long the temporary server may take to answer: its start competes with the CLI's imports.
