@@ -96,8 +96,18 @@ def _global_options(
     debug: Annotated[bool, typer.Option("--debug", help="Print tracebacks and Prefect's failure reports on "
                                         "the console (they always go to $MASKCLS_HOME/logs/maskcls.log)")] = False,
 ) -> None:
-    """Read the environment once, for every command (a bad MASKCLS_* value stops here)."""
+    """Read the environment once, for every command (a bad MASKCLS_* value stops here).
+
+    Ctrl-C gets a handler of ours that raises KeyboardInterrupt as Python's own does: while
+    Python's default is installed, ``asyncio.run`` in the main thread (Prefect runs some calls
+    that way) swaps in one that only cancels its task, and a task that absorbs the cancellation
+    loses the Ctrl-C: a train or a sweep then went on to the end (seen under load in
+    tests/faults/test_signals.py and tests/integration/test_sweep.py).
+    """
     from maskcls.config import Settings
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt)
 
     ctx.obj = _Run(settings=Settings.from_env(), debug=debug)
 
@@ -231,26 +241,21 @@ def _sigterm_exits() -> Iterator[None]:
     """SIGTERM raises SystemExit(143) in the main thread, so every ``finally`` runs (the MLflow
     run is ended, the temporary Prefect server stopped) instead of the process vanishing.
 
-    A second SIGTERM during that cleanup kills at once (the default action). SIGINT gets a
-    handler of ours too, raising KeyboardInterrupt as Python's own does: while Python's default
-    is installed, ``asyncio.run`` in the main thread (Prefect runs some of its calls that way)
-    swaps in one that only cancels its task, and a task that absorbs the cancellation loses the
-    Ctrl-C; the run then went on to the end (seen under load in tests/faults/test_signals.py).
+    A second SIGTERM during that cleanup kills at once (the default action).
     """
     def stop(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise SystemExit(128 + signum)
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
     previous = signal.signal(signal.SIGTERM, stop)
-    previous_int = signal.signal(signal.SIGINT, interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 #: How long the temporary server may take to answer: its start competes with the CLI's imports.
