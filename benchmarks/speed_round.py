@@ -140,7 +140,7 @@ def main(
             "side": side,
             "batch": cfg.batch_size,
             "learning_rate": cfg.learning_rate,
-            "steps_per_execution": cfg.steps_per_execution if side == "pipeline" else 1,
+            "steps_per_execution": spe,
             "precision": precision,
             "steps": steps,
             "warmup_s": warm_s,
